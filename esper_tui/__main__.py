@@ -1,0 +1,5 @@
+"""`python -m esper_tui` = the `esper-tui` command."""
+
+from esper_tui.cli import main
+
+raise SystemExit(main())

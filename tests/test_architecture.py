@@ -1,0 +1,45 @@
+"""Import directions of DESIGN.md, proved in fresh interpreters (nothing cached from other tests)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PURE_CORE = ["engine", "engine.lifecycle", "engine.gates", "engine.alpha", "engine.metrics", "engine.config"]
+UI_MODULES = {"textual", "rich", "esper_tui", "themes", "textual_plotext", "plotext"}
+
+
+def loaded_after(statement: str) -> set[str]:
+    code = f"import sys, json\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in json.loads(out.stdout)}
+
+
+@pytest.mark.parametrize("module", PURE_CORE)
+def test_pure_core_imports_without_torch(module):
+    loaded = loaded_after(f"import {module}")
+    assert "torch" not in loaded
+    assert "numpy" not in loaded
+    assert not loaded & UI_MODULES
+
+
+def test_engine_with_torch_never_loads_the_ui():
+    loaded = loaded_after("import engine; engine.CNNHost(); engine.TransformerHost(); import engine.blueprints")
+    assert "torch" in loaded  # the lazy names really did load the torch side
+    assert not loaded & UI_MODULES
+
+
+def test_dashboard_package_never_loads_torch():
+    loaded = loaded_after("import esper_tui, esper_tui.cli")
+    assert "torch" not in loaded
+
+
+def test_import_linter_contracts_hold():
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert lint, "import-linter is a dev dependency; install with .[dev]"
+    out = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
