@@ -5,10 +5,14 @@ Presets are plain functions returning configs; nothing is wired by magic.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.alpha import Curve
+from engine.controller import ControllerConfig
 from engine.gates import GateThresholds
+from engine.governor import GovernorConfig
 
 # Whether a BLENDING seed sees a detached copy of its input (review §1.5). CNN: detach, so the host
 # backbone is not pulled around by a half-blended seed. Transformer: no detach, so the residual stream
@@ -44,3 +48,78 @@ class LifecycleConfig(BaseModel):
         if self.blend_steps is not None:
             return self.blend_steps
         return max(1, round(self.blend_epochs * max(1, steps_per_epoch)))
+
+
+class OptimConfig(BaseModel):
+    """Optimizers: one for the host, one per live seed (same kind; `seed_lr` defaults to `lr`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    seed_lr: float | None = Field(None, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, description="sgd only")
+
+
+class FaultConfig(BaseModel):
+    """Fault drills: make the engine meet a NaN loss or a crash on purpose (to rehearse recovery)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nan_loss_at_step: int | None = None
+    crash_at_epoch: int | None = None
+
+
+class RunConfig(BaseModel):
+    """Everything one run needs. Written whole into the `run_started` event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str = "digits"
+    data_dir: str | None = None
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    bf16: bool = Field(False, description="bf16 autocast (CUDA, or CPU where supported)")
+    compile: bool = Field(False, description="torch.compile the host (recompiles on each graft)")
+    grad_stats_every: int = Field(10, ge=1, description="measure gradient ratios every N steps")
+    sync_every: int = Field(
+        50, ge=1, description="read step losses back from the device every N steps (one sync)"
+    )
+    checkpoint_every: int = Field(5, ge=0, description="epochs between checkpoints; 0 = only at the end")
+    autopilot: bool = True
+    host: dict[str, int | float] = Field(default_factory=dict, description="overrides of the task's host size")
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    governor: GovernorConfig = Field(default_factory=GovernorConfig)
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+
+
+def default_config(**overrides: object) -> RunConfig:
+    """The built-in default task: digits on a deliberately small CNN."""
+    return RunConfig(**overrides)
+
+
+def quick_config(**overrides: object) -> RunConfig:
+    """A short run whose seed lives a whole life in seconds (tests, demos): shorter waits and ramps."""
+    base: dict[str, object] = dict(
+        epochs=24,
+        lifecycle=LifecycleConfig(blend_epochs=2.0, embargo_epochs=2),
+        controller=ControllerConfig(min_epoch=2, plateau_window=2, stable_window=2, plateau_min_gain=2.0,
+                                    stable_rel_improvement=0.2),
+    )
+    base.update(overrides)
+    return RunConfig(**base)
+
+
+def text_config(**overrides: object) -> RunConfig:
+    """The Transformer host on the built-in text task (Python's own reference documentation)."""
+    base: dict[str, object] = dict(task="text", epochs=30, batch_size=32, optim=OptimConfig(lr=1e-3))
+    base.update(overrides)
+    return RunConfig(**base)
+
+
+PRESETS = {"default": default_config, "quick": quick_config, "text": text_config}

@@ -7,7 +7,7 @@ module turns them into a bounded, bias-corrected ratio on plain floats.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 GRADIENT_EPSILON = 1e-12
 RATIO_CLAMP = 10.0
@@ -134,3 +134,13 @@ class SeedMetrics:
         if self.val_accuracy is None or self.accuracy_at_blend_start is None:
             return None
         return self.val_accuracy - self.accuracy_at_blend_start
+
+    def to_dict(self) -> dict:
+        """Plain values only (checkpoints load with `weights_only=True`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict) -> SeedMetrics:
+        state = dict(state)
+        ema = BiasCorrectedEMA(**state.pop("grad_ratio"))
+        return cls(grad_ratio=ema, **state)

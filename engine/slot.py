@@ -263,6 +263,52 @@ class SeedSlot(nn.Module):
             seed_healthy=m.seed_healthy,
         )
 
+    # ------------------------------------------------------------------ checkpoint state
+    def export_state(self) -> dict:
+        """Lifecycle state as plain values; the seed's weights travel in the host's state_dict."""
+        return {
+            "stage": str(self.stage),
+            "blueprint": self.blueprint,
+            "seed_id": self.seed_id,
+            "epochs_in_stage": self.epochs_in_stage,
+            "embargo_left": self.embargo_left,
+            "blend_step": self.blend_step,
+            "blend_steps": None if self._schedule is None else self._schedule.steps,
+            "alpha": self._alpha,
+            "seeds_created": self.seeds_created,
+            "steps_per_epoch": self.steps_per_epoch,
+            "metrics": self.metrics.to_dict(),
+        }
+
+    def import_state(self, state: dict) -> None:
+        """Restore exported state, rebuilding the seed module (no gates: this restores, not decides).
+
+        Call before `host.load_state_dict(...)` so the seed's parameters exist to receive weights.
+        """
+        self.stage = Stage(state["stage"])
+        self.blueprint = state["blueprint"]
+        self.seed_id = state["seed_id"]
+        self.epochs_in_stage = int(state["epochs_in_stage"])
+        self.embargo_left = int(state["embargo_left"])
+        self.blend_step = int(state["blend_step"])
+        self.seeds_created = int(state["seeds_created"])
+        self.steps_per_epoch = int(state["steps_per_epoch"])
+        self.metrics = SeedMetrics.from_dict(state["metrics"])
+        self._schedule = None
+        if state["blend_steps"] is not None:
+            self._schedule = AlphaSchedule(
+                int(state["blend_steps"]), self.config.alpha_curve, self.config.alpha_temperature
+            )
+        self.seed = None
+        if self.blueprint is not None and self.stage in LIVE_STAGES | {Stage.FOSSILIZED}:
+            ref = self.alpha_t
+            module = blueprints.create(self.topology, self.blueprint, self.dim).to(ref.device, ref.dtype)
+            if self.topology == "cnn":
+                module = module.to(memory_format=torch.channels_last)
+            self.seed = module
+        self._set_alpha(float(state["alpha"]))
+        self._pending = []
+
     # ------------------------------------------------------------------ internals
     def _probe(self, module: nn.Module) -> tuple[tuple[int, ...] | None, bool]:
         """Run `module` once on a fixed random probe: (output shape, all finite). Never raises."""

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE_CORE = ["engine", "engine.lifecycle", "engine.gates", "engine.alpha", "engine.metrics", "engine.config"]
+PURE_CORE = [
+    "engine", "engine.lifecycle", "engine.gates", "engine.alpha", "engine.metrics", "engine.config",
+    "engine.controller", "engine.governor", "engine.commands", "engine.control", "engine.telemetry",
+    "engine.launch",
+]
 UI_MODULES = {"textual", "rich", "esper_tui", "themes", "textual_plotext", "plotext"}
 
 

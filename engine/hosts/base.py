@@ -77,3 +77,9 @@ def step_slots(host: nn.Module) -> None:
     """Tell every slot an optimizer step happened (advances blending ramps; no device sync)."""
     for slot in host.slots.values():
         slot.on_optimizer_step()
+
+
+def base_parameters(host: nn.Module) -> list[nn.Parameter]:
+    """The network's own parameters: no seed's, fossilized or not (the host optimizer's first group)."""
+    seeds = {id(p) for p in seed_parameters(host, include_fossilized=True)}
+    return [p for p in host.parameters() if id(p) not in seeds]

@@ -1,0 +1,190 @@
+"""The heuristic controller (autopilot): decide(view) → actions, each with a reason. Torch-free.
+
+It only proposes; the trainer applies each action through the slot's gates and logs it. It keeps a
+little state of its own (blueprint rotation, last germination) that checkpoints carry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.gates import GateResult
+from engine.lifecycle import Stage
+
+Action = Literal["germinate", "advance", "fossilize", "cull"]
+# Stages in which a seed is still being brought up; the controller grows one seed at a time.
+EARLY_STAGES = frozenset({Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING})
+
+
+class ControllerConfig(BaseModel):
+    """Autopilot thresholds (SPEC §5 defaults)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_epoch: int = 5
+    stable_window: int = 3
+    stable_rel_improvement: float = 0.03
+    plateau_window: int = 3
+    plateau_min_gain: float = 0.5  # accuracy points
+    cull_after_epochs: int = 5
+    cull_drop_points: float = 2.0
+    culled_penalty_epochs: int = 20
+    max_growing_seeds: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SlotView:
+    """What the controller sees of one slot at the end of an epoch."""
+
+    slot: str
+    stage: Stage
+    blueprint: str | None
+    epochs_in_stage: int
+    accuracy_at_stage_start: float | None
+    fitting_blueprints: tuple[str, ...] = ()  # registered blueprints within this slot's budget
+    gate: GateResult | None = None  # this epoch's verdict on the slot's next edge
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerView:
+    """The run as the controller sees it: per-epoch validation history and the slots."""
+
+    epoch: int
+    val_losses: tuple[float, ...]
+    val_accuracies: tuple[float, ...]
+    slots: tuple[SlotView, ...]
+    blueprints: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    slot: str
+    blueprint: str | None
+    reason: str
+
+
+@dataclass(slots=True)
+class Controller:
+    """Stateful only in what it must remember between epochs; everything else comes in the view."""
+
+    config: ControllerConfig = field(default_factory=ControllerConfig)
+    rotation: int = 0
+    last_germination_epoch: int | None = None
+    culled_at: dict[str, int] = field(default_factory=dict)  # blueprint → epoch of its last cull
+
+    def note_culled(self, blueprint: str | None, epoch: int) -> None:
+        """Remember a cull (by anyone) so the rotation avoids that blueprint for a while."""
+        if blueprint:
+            self.culled_at[blueprint] = epoch
+
+    def decide(self, view: ControllerView) -> list[Decision]:
+        decisions = [d for s in view.slots if (d := self._manage(s, view)) is not None]
+        growth = self._germination(view)
+        if growth is not None:
+            decisions.append(growth)
+        return decisions
+
+    # -------------------------------------------------------------- live seeds
+    def _manage(self, s: SlotView, view: ControllerView) -> Decision | None:
+        if s.stage not in (Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.SHADOWING, Stage.PROBATIONARY):
+            return None
+        if s.gate is not None and s.gate.passed:
+            # Fossilize exactly when G5 passes: the rule and the gate are one and the same.
+            action: Action = "fossilize" if s.gate.target is Stage.FOSSILIZED else "advance"
+            return Decision(action, s.slot, s.blueprint, f"{s.gate.gate} passed")
+        c = self.config
+        if s.epochs_in_stage >= c.cull_after_epochs and s.accuracy_at_stage_start is not None and view.val_accuracies:
+            drop = s.accuracy_at_stage_start - view.val_accuracies[-1]
+            if drop > c.cull_drop_points:
+                return Decision(
+                    "cull",
+                    s.slot,
+                    s.blueprint,
+                    f"accuracy fell {drop:.2f} points since entering {s.stage} "
+                    f"{s.epochs_in_stage} epochs ago (limit {c.cull_drop_points})",
+                )
+        return None
+
+    # -------------------------------------------------------------- growth
+    def _germination(self, view: ControllerView) -> Decision | None:
+        c = self.config
+        if view.epoch < c.min_epoch:
+            return None
+        growing = sum(1 for s in view.slots if s.stage in EARLY_STAGES)
+        if growing >= c.max_growing_seeds:
+            return None
+        if self.last_germination_epoch is not None and view.epoch - self.last_germination_epoch < c.plateau_window:
+            return None
+        stable = host_is_stable(view.val_losses, c.stable_window, c.stable_rel_improvement)
+        plateau = accuracy_plateau(view.val_accuracies, c.plateau_window, c.plateau_min_gain)
+        if not (stable and plateau):
+            return None
+        for s in view.slots:
+            if s.stage is not Stage.DORMANT:
+                continue
+            choice = self._pick_blueprint(view, s.fitting_blueprints)
+            if choice is None:
+                continue
+            self.last_germination_epoch = view.epoch
+            gain = view.val_accuracies[-1] - view.val_accuracies[-1 - c.plateau_window]
+            return Decision(
+                "germinate",
+                s.slot,
+                choice,
+                f"plateau: accuracy gained {gain:+.2f} points over {c.plateau_window} epochs "
+                f"(< {c.plateau_min_gain}) and the host is stable",
+            )
+        return None
+
+    def _pick_blueprint(self, view: ControllerView, fitting: tuple[str, ...]) -> str | None:
+        """Next blueprint in rotation that fits, skipping recently culled ones when possible."""
+        if not fitting or not view.blueprints:
+            return None
+        n = len(view.blueprints)
+        order = [view.blueprints[(self.rotation + i) % n] for i in range(n)]
+        candidates = [b for b in order if b in fitting]
+        fresh = [
+            b for b in candidates
+            if view.epoch - self.culled_at.get(b, -10**9) > self.config.culled_penalty_epochs
+        ]
+        if fresh:
+            pick = fresh[0]
+        elif candidates:  # everything was culled lately: take the one culled longest ago
+            pick = min(candidates, key=lambda b: self.culled_at.get(b, -10**9))
+        else:
+            return None
+        self.rotation = (view.blueprints.index(pick) + 1) % n
+        return pick
+
+    def state_dict(self) -> dict:
+        return {"rotation": self.rotation, "last_germination_epoch": self.last_germination_epoch,
+                "culled_at": dict(self.culled_at)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rotation = int(state["rotation"])
+        self.last_germination_epoch = state["last_germination_epoch"]
+        self.culled_at = {str(k): int(v) for k, v in state["culled_at"].items()}
+
+
+def host_is_stable(val_losses: tuple[float, ...] | list[float], window: int, rel: float) -> bool:
+    """True when each of the last `window` epochs improved the loss by less than `rel` (relative)."""
+    if len(val_losses) < window + 1:
+        return False
+    recent = val_losses[-window - 1:]
+    for before, after in zip(recent, recent[1:]):
+        if before <= 0:
+            continue
+        if (before - after) / before >= rel:
+            return False
+    return True
+
+
+def accuracy_plateau(val_accuracies: tuple[float, ...] | list[float], window: int, min_gain: float) -> bool:
+    """True when accuracy gained less than `min_gain` points over the last `window` epochs."""
+    if len(val_accuracies) < window + 1:
+        return False
+    return val_accuracies[-1] - val_accuracies[-1 - window] < min_gain

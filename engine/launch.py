@@ -1,0 +1,88 @@
+"""The engine process's command line: `python -m engine train [options]`.
+
+Parses options into a RunConfig, runs the Trainer in RUN_DIR with plain progress lines on stdout,
+and exits with its code. The dashboard starts this as its own process; `esper-tui train --headless`
+hands over to it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from engine.config import PRESETS, OptimConfig, RunConfig
+
+EXIT_USAGE = 2
+
+
+def build_parser(prog: str = "python -m engine") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Run the esper engine: grow a network on a task.")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    train = sub.add_parser("train", help="train a run (headless: plain progress lines)")
+    add_train_options(train)
+    return parser
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `python -m engine train` and `esper-tui train`."""
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="named configuration (default: digits on a small CNN; quick: a whole seed life in seconds; text: Transformer LM)")
+    p.add_argument("--task", help="digits | mnist5k | text | cifar10 | textfile")
+    p.add_argument("--data-dir", help="directory (cifar10) or file (textfile) with the task's data")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, help="random seed (same seed + config = same lifecycle events on CPU)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the host")
+    p.add_argument("--no-autopilot", dest="autopilot", action="store_false", default=None,
+                   help="only the operator moves seeds")
+    p.add_argument("--run-dir", help="where events.jsonl, control.sock and checkpoint.pt live (default runs/<time>-<task>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    base = PRESETS[args.preset]()
+    updates = {k: v for k, v in dict(task=args.task, data_dir=args.data_dir, epochs=args.epochs,
+                                      batch_size=args.batch_size, seed=args.seed, device=args.device,
+                                      bf16=args.bf16, compile=args.compile, autopilot=args.autopilot).items()
+               if v is not None}
+    if args.lr is not None:
+        updates["optim"] = OptimConfig(**{**base.optim.model_dump(), "lr": args.lr})
+    return RunConfig.model_validate({**base.model_dump(), **updates})
+
+
+def default_run_dir(task: str) -> Path:
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{task}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return train(args)
+
+
+def train(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValidationError as exc:
+        print(f"error: invalid option: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    run_dir = Path(args.resume or args.run_dir or default_run_dir(config.task))
+    if args.resume and not (run_dir / "checkpoint.pt").exists():
+        print(f"error: cannot resume: no checkpoint.pt in {run_dir} (is this a run directory?)", file=sys.stderr)
+        return EXIT_USAGE
+    # Imported here so that `--help` and option errors answer without loading torch.
+    from engine.telemetry.progress import ProgressPrinter
+    from engine.trainer import Trainer
+
+    sinks = () if args.quiet else (ProgressPrinter(sys.stdout),)
+    if not args.quiet:
+        print(f"run directory: {run_dir}", flush=True)
+    return Trainer(config, run_dir, resume=bool(args.resume), sinks=sinks).run()

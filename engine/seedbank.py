@@ -1,0 +1,172 @@
+"""SeedBank: the optimizers (host + one per live seed) and every move that changes the model's
+structure — germinate, advance, fossilize, cull — each logged as events.
+
+Whoever asks for a move (autopilot, operator, governor, timeout) goes through here, so the optimizer
+bookkeeping and the events are the same on every route. Knows nothing of the epoch loop or the UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.config import OptimConfig
+from engine.gates import GateResult
+from engine.hosts.base import base_parameters, host_parameters
+from engine.lifecycle import Stage, TransitionCheck
+from engine.slot import SeedSlot, TransitionRecord
+from engine.telemetry import events as ev
+
+Emit = Callable[..., Any]
+
+
+def make_optimizer(params: Iterable[nn.Parameter], config: OptimConfig, lr: float) -> torch.optim.Optimizer:
+    """One optimizer of the configured kind (foreach kernels: no Python loop over tensors)."""
+    params = list(params)
+    if config.name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, foreach=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, foreach=True)
+
+
+class SeedBank:
+    """Owns the optimizers of a host and applies structural moves to its slots."""
+
+    def __init__(self, host: nn.Module, config: OptimConfig, emit: Emit, on_cull: Callable[[str | None], None]) -> None:
+        self.host = host
+        self.config = config
+        self.emit = emit
+        self.on_cull = on_cull
+        self.lr = config.lr
+        self.seed_lr = config.seed_lr or config.lr
+        self.host_opt = make_optimizer(base_parameters(host), config, self.lr)
+        self.seed_opts: dict[str, torch.optim.Optimizer] = {}
+        self.fossil_order: list[str] = []  # slot ids whose seeds joined host_opt, in order
+        self.version = 0  # bumped on every structural change (cached parameter lists go stale)
+        self._host_params: list[nn.Parameter] = []
+        self._host_params_version = -1
+
+    # ------------------------------------------------------------------ reading
+    def slot(self, slot_id: str) -> SeedSlot | None:
+        return self.host.slots[slot_id] if slot_id in self.host.slots else None
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.host_opt, *self.seed_opts.values()]
+
+    def host_params(self) -> list[nn.Parameter]:
+        """Host parameters for the gradient ratio (fossilized seeds included), cached per structure."""
+        if self._host_params_version != self.version:
+            self._host_params = host_parameters(self.host)
+            self._host_params_version = self.version
+        return self._host_params
+
+    # ------------------------------------------------------------------ moves
+    def germinate(self, slot_id: str, blueprint: str, cause: str) -> GateResult:
+        slot = self.host.slots[slot_id]
+        result = slot.germinate(blueprint, cause=cause)
+        self._gate_event(slot_id, result)
+        if result.passed:
+            self.emit(ev.SeedGerminated, slot=slot_id, seed_id=slot.seed_id, blueprint=blueprint,
+                      params=slot.seed_param_count())
+        self.sync(slot)
+        return result
+
+    def advance(self, slot_id: str, force: bool, cause: str) -> GateResult:
+        slot = self.host.slots[slot_id]
+        result = slot.advance(force, cause=cause)
+        self._gate_event(slot_id, result)
+        self.sync(slot)
+        return result
+
+    def fossilize(self, slot_id: str, force: bool, cause: str) -> GateResult:
+        slot = self.host.slots[slot_id]
+        result = slot.fossilize(force, cause=cause)
+        self._gate_event(slot_id, result)
+        self.sync(slot)
+        return result
+
+    def cull(self, slot_id: str, reason: str, cause: str) -> TransitionCheck:
+        slot = self.host.slots[slot_id]
+        blueprint = slot.blueprint
+        check = slot.cull(reason, cause=cause)
+        if check.allowed:
+            self.on_cull(blueprint)
+        self.sync(slot)
+        return check
+
+    def end_epoch(self) -> None:
+        """Tick every slot's epoch clock (embargo countdown) and log what that changed."""
+        for slot in self.host.slots.values():
+            slot.end_epoch()
+            self.sync(slot)
+
+    def set_lr(self, value: float) -> None:
+        """Set the learning rate of every optimizer (host and seeds)."""
+        self.lr = self.seed_lr = value
+        for opt in self.optimizers():
+            for group in opt.param_groups:
+                group["lr"] = value
+
+    # ------------------------------------------------------------------ bookkeeping
+    def sync(self, slot: SeedSlot) -> None:
+        """Turn the slot's new transition records into events and keep the optimizers in step."""
+        for record in slot.take_transitions():
+            self._apply(slot, record)
+            self.emit(
+                ev.StageChanged,
+                slot=record.slot_id,
+                seed_id=record.seed_id,
+                blueprint=record.blueprint,
+                from_stage=record.source,
+                to_stage=record.target,
+                cause=record.cause,
+                forced=record.forced,
+                reason=record.reason,
+                gate=record.gate,
+            )
+
+    def _apply(self, slot: SeedSlot, record: TransitionRecord) -> None:
+        sid = slot.slot_id
+        if record.target is Stage.GERMINATED and slot.seed is not None:
+            self.seed_opts[sid] = make_optimizer(slot.seed.parameters(), self.config, self.seed_lr)
+        elif record.target is Stage.CULLED:
+            self.seed_opts.pop(sid, None)
+        elif record.target is Stage.FOSSILIZED and slot.seed is not None:
+            # The seed is plain host now: its parameters join the host optimizer as their own group.
+            self.seed_opts.pop(sid, None)
+            self.host_opt.add_param_group({"params": list(slot.seed.parameters()), "lr": self.lr})
+            self.fossil_order.append(sid)
+        self.version += 1
+
+    def _gate_event(self, slot_id: str, result: GateResult) -> None:
+        if result.gate is None:
+            return
+        self.emit(ev.GateEvaluated, slot=slot_id, gate=result.gate, target=result.target,
+                  passed=result.passed, checks=list(result.checks), forced=result.forced)
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "seed_lr": self.seed_lr,
+            "host_opt": self.host_opt.state_dict(),
+            "fossil_order": list(self.fossil_order),
+            "seed_opts": {sid: opt.state_dict() for sid, opt in self.seed_opts.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rebuild optimizers with the saved structure (slots must already hold their seeds)."""
+        self.lr, self.seed_lr = float(state["lr"]), float(state["seed_lr"])
+        self.host_opt = make_optimizer(base_parameters(self.host), self.config, self.lr)
+        self.fossil_order = list(state["fossil_order"])
+        for sid in self.fossil_order:
+            self.host_opt.add_param_group({"params": list(self.host.slots[sid].seed.parameters()), "lr": self.lr})
+        self.host_opt.load_state_dict(state["host_opt"])
+        self.seed_opts = {}
+        for sid, opt_state in state["seed_opts"].items():
+            opt = make_optimizer(self.host.slots[sid].seed.parameters(), self.config, self.seed_lr)
+            opt.load_state_dict(opt_state)
+            self.seed_opts[sid] = opt
+        self.version += 1

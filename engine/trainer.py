@@ -1,0 +1,591 @@
+"""The epoch loop that ties the engine together and tells the run log everything it does.
+
+Per epoch: train (safe points between optimizer steps drain operator commands), validate,
+counterfactuals, lifecycle clocks, probation timeouts, gates, autopilot, `epoch_completed`,
+checkpoint, governor snapshot. The hot path keeps losses and gradient norms on the device and reads
+them back once every `sync_every` steps (one transfer), never per step or per tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine import blueprints, checkpoint
+from engine.commands import Command, command_to_wire
+from engine.config import RunConfig
+from engine.control import CommandServer, ControlError
+from engine.controller import Controller, ControllerView, SlotView
+from engine.gates import GateResult, evaluate
+from engine.governor import LossWatch
+from engine.hosts import CNNHost, TransformerHost
+from engine.isolation import grad_sq_norms
+from engine.lifecycle import COUNTERFACTUAL_STAGES, LIVE_STAGES, Stage, gate_for, next_stage, probation_limit
+from engine.seedbank import SeedBank
+from engine.tasks import Task, load_task
+from engine.telemetry import events as ev
+from engine.telemetry.runlog import RunLogWriter, last_seq
+from engine.telemetry.sink import Emitter, EventSink, FanOut
+
+LOG_NAME = "events.jsonl"
+
+
+class StopRun(Exception):
+    """Raised inside the loop when the operator asked to stop; caught by `run`."""
+
+
+class RunDiverged(RuntimeError):
+    """The loss blew up again and again right after rollbacks: stop rather than loop forever."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` → CUDA when available, else CPU; anything else as given (validated by torch)."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available here; use --device cpu")
+    return device
+
+
+def build_host(task: Task, config: RunConfig) -> nn.Module:
+    """The host network that fits `task`, with the run's size overrides and lifecycle settings."""
+    kwargs = {**task.host_kwargs, **config.host}
+    if task.topology == "cnn":
+        return CNNHost(**kwargs, lifecycle=config.lifecycle)
+    return TransformerHost(**kwargs, lifecycle=config.lifecycle)
+
+
+class Trainer:
+    """Runs one training job in RUN_DIR, writing RUN_DIR/events.jsonl. `run()` returns an exit code."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        sinks: tuple[EventSink, ...] = (),
+        serve_commands: bool = True,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.run_dir.chmod(0o700)
+        log_path = self.run_dir / LOG_NAME
+        saved = checkpoint.load(self.run_dir) if resume else None
+        self.config = RunConfig.model_validate(saved["config"]) if saved else config
+        if saved and config.epochs > self.config.epochs:  # allow extending a resumed run
+            self.config = self.config.model_copy(update={"epochs": config.epochs})
+        self.writer = RunLogWriter(log_path, append=resume)
+        self.emitter = Emitter(FanOut(self.writer, *sinks), start_seq=last_seq(log_path) if resume else 0)
+        self.serve_commands = serve_commands
+        self.server: CommandServer | None = None
+        self.run_id = uuid.uuid4().hex[:12]
+        self.epoch = 0
+        self.step = 0
+        self.paused = False
+        self.pause_after_epoch = False
+        self.stop_requested = False
+        self.autopilot = self.config.autopilot
+        self.val_losses: list[float] = []
+        self.val_accuracies: list[float] = []
+        self.rollbacks_in_a_row = 0
+        self.warned: set[tuple[str | None, str]] = set()
+        self._saved = saved
+        self._built = False
+
+    # ================================================================== setup
+    def _build(self) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.task = load_task(cfg.task, cfg.data_dir)
+        self.host = build_host(self.task, cfg).to(self.device)
+        self.model = torch.compile(self.host) if cfg.compile else self.host
+        self.steps_per_epoch = self.task.steps_per_epoch(cfg.batch_size)
+        for slot in self.host.slots.values():
+            slot.steps_per_epoch = self.steps_per_epoch
+        self.controller = Controller(cfg.controller)
+        self.watch = LossWatch(cfg.governor)
+        self.bank = SeedBank(self.host, cfg.optim, self.emit, self._note_cull)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.amp = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        )
+        if self._saved is not None:
+            self._restore(self._saved)
+        self.snapshot = self._capture(copy=True)
+        self._built = True
+
+    def emit(self, kind: type, **fields: Any) -> Any:
+        return self.emitter.emit(kind, **fields)
+
+    def _note_cull(self, blueprint: str | None) -> None:
+        self.controller.note_culled(blueprint, self.epoch)
+
+    # ================================================================== the run
+    def run(self) -> int:
+        """Train to the end (or until stopped). 0 on success or a graceful stop, 1 on a crash."""
+        try:
+            self._build()
+            self._start_server()
+            self._announce()
+            while self.epoch < self.config.epochs and not self.stop_requested:
+                self._safe_point()
+                if self.stop_requested:
+                    break
+                self._run_epoch()
+            status = "stopped" if self.stop_requested else "completed"
+            self._save_checkpoint()
+            self.emit(ev.RunFinished, status=status, final=self._final_metrics())
+            return 0
+        except StopRun:
+            self._save_checkpoint()
+            self.emit(ev.RunFinished, status="stopped", final=self._final_metrics())
+            return 0
+        except BaseException as exc:  # the log must end with run_failed, whatever went wrong
+            self.emit(
+                ev.RunFailed,
+                error_type=type(exc).__name__,
+                message=str(exc) or type(exc).__name__,
+                traceback=traceback.format_exc(),
+            )
+            if isinstance(exc, KeyboardInterrupt):
+                return 130
+            return 1
+        finally:
+            if self.server is not None:
+                self.server.close()
+            self.writer.close()
+
+    def _announce(self) -> None:
+        detach = {sid: s.blend_detach for sid, s in self.host.slots.items()}
+        self.emit(
+            ev.RunStarted,
+            schema_version=ev.SCHEMA_VERSION,
+            run_id=self.run_id,
+            config=self.config.model_dump(mode="json"),
+            task=self.task.name,
+            topology=self.task.topology,
+            slots=list(self.host.slots),
+            isolation={
+                "blend_detach": next(iter(detach.values())),
+                "source": "config" if self.config.lifecycle.blend_detach is not None else "default",
+                "training": "ste+detach",
+            },
+            device=str(self.device),
+            versions={"engine": _engine_version(), "torch": torch.__version__, "python": platform.python_version()},
+            planned_epochs=self.config.epochs,
+            resumed=self._saved is not None,
+        )
+
+    def _start_server(self) -> None:
+        if not self.serve_commands:
+            return
+        try:
+            self.server = CommandServer(self.run_dir)
+            self.server.start()
+        except (ControlError, OSError) as exc:
+            self.server = None
+            self.emit(ev.WarningEvent, slot=None, code="control_unavailable",
+                      message=f"operator commands are off for this run: {exc}")
+
+    # ================================================================== one epoch
+    def _run_epoch(self) -> None:
+        self.epoch += 1
+        self.emitter.epoch = self.epoch
+        faults = self.config.faults
+        if faults.crash_at_epoch == self.epoch:
+            raise RuntimeError(f"fault drill: crash requested at epoch {self.epoch}")
+        started = time.perf_counter()
+        train_loss, train_acc, healthy, samples = self._train_epoch()
+        val_loss, val_acc = self._evaluate()
+        self.val_losses.append(val_loss)
+        self.val_accuracies.append(val_acc)
+        self._measure_seeds(val_loss, val_acc, healthy)
+        self.bank.end_epoch()
+        elapsed = time.perf_counter() - started
+        # What this epoch measured comes first; what is decided because of it follows in the log.
+        self.emit(
+            ev.EpochCompleted,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            epoch_time_s=elapsed,
+            samples_per_s=samples / elapsed if elapsed > 0 else None,
+            slots=[self._slot_report(s) for s in self.host.slots.values()],
+        )
+        self._probation_timeouts()
+        gates = self._evaluate_gates()
+        if self.autopilot:
+            self._autopilot(gates)
+        if healthy:
+            self.rollbacks_in_a_row = 0
+            self.snapshot = self._capture(copy=True)
+        every = self.config.checkpoint_every
+        if every and self.epoch % every == 0:
+            self._save_checkpoint()
+        self.emitter.sink.flush(fsync=True)
+        if self.pause_after_epoch:
+            self.pause_after_epoch = False
+            self._pause("step_epoch")
+
+    def _train_epoch(self) -> tuple[float | None, float | None, bool, int]:
+        """One pass over the training data. Returns (mean loss, accuracy %, healthy, samples)."""
+        cfg = self.config
+        self.model.train()
+        losses: list[torch.Tensor] = []
+        grad_rows: list[tuple[tuple[str, ...], torch.Tensor]] = []
+        seen_losses: list[float] = []
+        correct = torch.zeros((), device=self.device)
+        samples = targets = 0
+        chunk_start = time.perf_counter()
+        chunk_samples = 0
+        batches = self._batches("train")
+        last = self.steps_per_epoch - 1
+        for i, (x, y) in enumerate(batches):
+            if self.server is not None and self.server.has_pending():
+                self._safe_point()
+            loss, batch_correct = self._step(x, y, measure=(self.step % cfg.grad_stats_every == 0 or i == last),
+                                             grad_rows=grad_rows)
+            losses.append(loss)
+            correct += batch_correct
+            samples += y.shape[0]
+            targets += y.numel()
+            chunk_samples += y.shape[0]
+            if len(losses) >= cfg.sync_every or i == last:
+                # The one host-device sync of this chunk: losses and gradient norms together.
+                values = self._read_back(losses, grad_rows)
+                losses, grad_rows = [], []
+                now = time.perf_counter()
+                rate = chunk_samples / (now - chunk_start) if now > chunk_start else None
+                chunk_start, chunk_samples = now, 0
+                self.emit(ev.StepMetrics, loss=values[-1], lr=self.bank.lr, samples_per_s=rate)
+                verdict = self.watch.judge(values) if cfg.governor.enabled else None
+                if verdict is not None:
+                    self._rollback(*verdict)
+                    return _mean(seen_losses), None, False, samples
+                seen_losses.extend(values)
+        accuracy = 100.0 * float(correct) / targets if targets else None
+        return _mean(seen_losses), accuracy, True, samples
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, *, measure: bool,
+              grad_rows: list[tuple[tuple[str, ...], torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step. Returns the detached loss and the number correct (device tensors)."""
+        with self.amp:
+            logits = self.model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+        if self.config.faults.nan_loss_at_step == self.step:
+            loss = loss * float("nan")
+        for opt in self.bank.optimizers():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if measure:
+            self._measure_gradients(grad_rows)
+        for opt in self.bank.optimizers():
+            opt.step()
+        self.host.on_optimizer_step()
+        self.step += 1
+        self.emitter.step = self.step
+        correct = (logits.detach().argmax(-1) == y).sum()
+        return loss.detach().float(), correct
+
+    def _measure_gradients(self, grad_rows: list[tuple[tuple[str, ...], torch.Tensor]]) -> None:
+        """Squared grad norms of every seed that is learning, and of the host, on the device."""
+        learning = tuple(
+            sid for sid, s in self.host.slots.items()
+            if s.seed is not None and s.stage in (Stage.TRAINING, Stage.BLENDING, Stage.SHADOWING, Stage.PROBATIONARY)
+        )
+        if not learning:
+            return
+        groups = [self.host.slots[sid].seed_parameters() for sid in learning] + [self.bank.host_params()]
+        grad_rows.append((learning, grad_sq_norms(groups)))
+
+    def _read_back(self, losses: list[torch.Tensor],
+                   grad_rows: list[tuple[tuple[str, ...], torch.Tensor]]) -> list[float]:
+        flat = torch.cat([torch.stack(losses)] + [row for _, row in grad_rows]).tolist()
+        values, offset = flat[: len(losses)], len(losses)
+        n_host = sum(p.numel() for p in self.bank.host_params())
+        for sids, row in grad_rows:
+            width = row.numel()
+            part = flat[offset: offset + width]
+            offset += width
+            host_sq = part[-1]
+            for sid, seed_sq in zip(sids, part[:-1]):
+                slot = self.host.slots[sid]
+                if slot.seed is not None:
+                    slot.metrics.record_gradients(seed_sq, slot.seed_param_count(), host_sq, n_host)
+        return values
+
+    def _batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.task.batches(split, self.config.batch_size, self.data_gen, self.device)
+
+    @torch.no_grad()
+    def _evaluate(self) -> tuple[float, float]:
+        """Validation loss and accuracy (%) of the model as it is now (one sync at the end)."""
+        self.model.eval()
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        count = 0
+        for x, y in self._batches("val"):
+            with self.amp:
+                logits = self.model(x)
+            flat = logits.reshape(-1, logits.shape[-1]).float()
+            total_loss += F.cross_entropy(flat, y.reshape(-1), reduction="sum")
+            correct += (flat.argmax(-1) == y.reshape(-1)).sum()
+            count += y.numel()
+        loss, right = torch.stack([total_loss, correct]).tolist()
+        return loss / max(count, 1), 100.0 * right / max(count, 1)
+
+    # ================================================================== lifecycle per epoch
+    def _measure_seeds(self, val_loss: float, val_acc: float, healthy: bool) -> None:
+        for slot in self.host.slots.values():
+            m = slot.metrics
+            m.val_loss, m.val_accuracy = val_loss, val_acc
+            if not healthy:
+                m.nonfinite_in_stage = True
+            if slot.seed is not None and slot.stage in COUNTERFACTUAL_STAGES:
+                with slot.counterfactual():
+                    _, without = self._evaluate()
+                m.record_counterfactual(val_acc, without)
+
+    def _probation_timeouts(self) -> None:
+        limit = probation_limit(self.config.epochs, self.config.lifecycle.probation_min_epochs,
+                                self.config.lifecycle.probation_fraction)
+        for sid, slot in self.host.slots.items():
+            if slot.stage is not Stage.PROBATIONARY:
+                continue
+            cf = slot.metrics.counterfactual
+            if cf is not None and cf <= 0:
+                self.bank.cull(sid, f"counterfactual {cf:+.2f} points <= 0 during probation", "timeout")
+            elif slot.epochs_in_stage >= limit:
+                g5 = evaluate("G5", slot.gate_inputs(), self.config.lifecycle.gates)
+                if not g5.passed:
+                    self.bank.cull(sid, f"probation timed out after {limit} epochs: {g5.reason}", "timeout")
+
+    def _evaluate_gates(self) -> dict[str, GateResult]:
+        """Each live seed's next gate, evaluated for the record (and for the autopilot)."""
+        results: dict[str, GateResult] = {}
+        for sid, slot in self.host.slots.items():
+            target = next_stage(slot.stage)
+            if slot.stage not in LIVE_STAGES or target is None:
+                continue
+            result = evaluate(gate_for(slot.stage, target), slot.gate_inputs(), self.config.lifecycle.gates)
+            results[sid] = result
+            self.bank._gate_event(sid, result)
+            for warning in result.warnings:
+                key = (slot.seed_id, warning.code + str(slot.stage))
+                if key not in self.warned:  # once per seed and stage, not every epoch
+                    self.warned.add(key)
+                    self.emit(ev.WarningEvent, slot=sid, code=warning.code, message=warning.message)
+        return results
+
+    def _autopilot(self, gates: dict[str, GateResult]) -> None:
+        topology = self.task.topology
+        names = tuple(blueprints.names(topology))
+        views = []
+        for sid, slot in self.host.slots.items():
+            fitting: tuple[str, ...] = ()
+            if slot.stage is Stage.DORMANT and slot.budget is not None:
+                budget = slot.budget.for_slot(slot)
+                fitting = tuple(n for n in names if blueprints.param_count(topology, n, slot.dim) <= budget)
+            views.append(SlotView(sid, slot.stage, slot.blueprint, slot.epochs_in_stage,
+                                  slot.metrics.accuracy_at_stage_start, fitting, gates.get(sid)))
+        view = ControllerView(self.epoch, tuple(self.val_losses), tuple(self.val_accuracies), tuple(views), names)
+        for d in self.controller.decide(view):
+            self.emit(ev.ControllerDecision, action=d.action, slot=d.slot, blueprint=d.blueprint, reason=d.reason)
+            if d.action == "germinate":
+                self.bank.germinate(d.slot, d.blueprint, "autopilot")
+            elif d.action in ("advance", "fossilize"):
+                self.bank.advance(d.slot, False, "gate")
+            elif d.action == "cull":
+                self.bank.cull(d.slot, d.reason, "autopilot")
+
+    def _slot_report(self, slot) -> dict[str, Any]:
+        m = slot.metrics
+        threshold = self.config.lifecycle.gates.ratio_threshold_for(slot.topology, slot.blueprint)
+        return dict(
+            slot=slot.slot_id,
+            stage=slot.stage,
+            blueprint=slot.blueprint,
+            seed_id=slot.seed_id,
+            epochs_in_stage=slot.epochs_in_stage,
+            alpha=slot.alpha,
+            grad_ratio=m.grad_ratio.value if slot.seed is not None else None,
+            grad_ratio_threshold=threshold,
+            counterfactual=m.counterfactual if slot.seed is not None else None,
+            blending_delta=m.blending_delta if slot.seed is not None else None,
+            params=slot.seed_param_count(),
+        )
+
+    # ================================================================== governor
+    def _rollback(self, trigger: str, loss: float) -> None:
+        """Restore the last healthy snapshot, cull the seeds that were live, and say so."""
+        self.rollbacks_in_a_row += 1
+        involved = [sid for sid, s in self.host.slots.items() if s.seed is not None and s.stage in LIVE_STAGES]
+        restored_epoch = int(self.snapshot["epoch"])
+        # Restore from a copy: optimizers alias the tensors they load, and the snapshot must stay
+        # pristine for the next rollback.
+        self._restore(checkpoint.detached_copy(self.snapshot), keep_clock=True)
+        culled = []
+        for sid in involved:
+            if self.host.slots[sid].stage in LIVE_STAGES:
+                self.bank.cull(sid, f"governor: {trigger} loss while this seed was live", "governor")
+                culled.append(sid)
+        self.emit(ev.GovernorRollback, trigger=trigger, loss=loss if math.isfinite(loss) else None,
+                  restored_epoch=restored_epoch, seeds_culled=culled)
+        if self.rollbacks_in_a_row > self.config.governor.max_consecutive_rollbacks:
+            raise RunDiverged(
+                f"the loss blew up ({trigger}) {self.rollbacks_in_a_row} times in a row even after "
+                "rolling back; lower the learning rate (set_lr) or check the data"
+            )
+
+    # ================================================================== commands
+    def _safe_point(self) -> None:
+        """Between optimizer steps: apply queued operator commands; wait here while paused."""
+        if self.server is None:
+            return
+        for command in self.server.drain():
+            self._apply_command(command)
+        while self.paused and not self.stop_requested:
+            if self.server.wait_for_command(0.1):
+                for command in self.server.drain():
+                    self._apply_command(command)
+        if self.stop_requested:
+            raise StopRun
+
+    def _pause(self, cause: str) -> None:
+        if not self.paused:
+            self.paused = True
+            self.emitter.sink.flush(fsync=True)
+            self.emit(ev.RunPaused, cause=cause)
+
+    def _apply_command(self, cmd: Command) -> None:
+        wire = command_to_wire(cmd)
+        self.emit(ev.CommandReceived, command_id=cmd.id, command=wire)
+        try:
+            verdict = self._execute(cmd)
+        except Exception as exc:  # a command must never take training down
+            verdict = f"internal error while applying it: {type(exc).__name__}: {exc}"
+        if verdict is None:
+            self.emit(ev.CommandApplied, command_id=cmd.id, command=wire)
+        else:
+            self.emit(ev.CommandRejected, command_id=cmd.id, command=wire, reason=verdict)
+
+    def _execute(self, cmd: Command) -> str | None:
+        """Apply one command. Returns None when applied, else the reason it was rejected."""
+        name = cmd.command
+        if name == "pause":
+            if self.paused:
+                return "the run is already paused"
+            self._pause("operator")
+            return None
+        if name == "resume":
+            if not self.paused:
+                return "the run is not paused"
+            self.paused = False
+            self.emit(ev.RunResumed, cause="operator")
+            return None
+        if name == "step_epoch":
+            if not self.paused:
+                return "step_epoch works while paused; pause first"
+            self.paused = False
+            self.pause_after_epoch = True
+            self.emit(ev.RunResumed, cause="step_epoch")
+            return None
+        if name == "stop":
+            self.stop_requested = True
+            return None
+        if name == "autopilot":
+            self.autopilot = cmd.enabled
+            return None
+        if name == "set_lr":
+            self.bank.set_lr(cmd.value)
+            return None
+        slot = self.host.slots[cmd.slot] if cmd.slot in self.host.slots else None
+        if slot is None:
+            return f"unknown slot {cmd.slot!r}; this host's slots are {', '.join(self.host.slots)}"
+        if name == "germinate":
+            result = self.bank.germinate(cmd.slot, cmd.blueprint, "operator")
+            return None if result.passed else result.reason
+        if name in ("advance", "force_advance"):
+            result = self.bank.advance(cmd.slot, name == "force_advance", "operator")
+            return None if result.applied else result.reason
+        if name == "fossilize":
+            result = self.bank.fossilize(cmd.slot, False, "operator")
+            return None if result.applied else result.reason
+        if name == "cull":
+            check = self.bank.cull(cmd.slot, cmd.reason, "operator")
+            return None if check.allowed else check.reason
+        return f"unknown command {name!r}"
+
+    # ================================================================== state
+    def _capture(self, copy: bool) -> dict[str, Any]:
+        state = {
+            "format": checkpoint.FORMAT,
+            "epoch": self.epoch,
+            "step": self.step,
+            "config": self.config.model_dump(mode="json"),
+            "model": self.host.state_dict(),
+            "slots": {sid: s.export_state() for sid, s in self.host.slots.items()},
+            "bank": self.bank.state_dict(),
+            "controller": self.controller.state_dict(),
+            "autopilot": self.autopilot,
+            "history": {"val_losses": list(self.val_losses), "val_accuracies": list(self.val_accuracies)},
+            "rng": {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()},
+        }
+        return checkpoint.detached_copy(state) if copy else state
+
+    def _restore(self, state: dict[str, Any], keep_clock: bool = False) -> None:
+        """Put the run back to `state`. With keep_clock (a rollback) epoch/step/history move on."""
+        for sid, slot_state in state["slots"].items():
+            self.host.slots[sid].import_state(slot_state)
+        self.host.load_state_dict(state["model"])
+        self.bank.load_state_dict(state["bank"])
+        if keep_clock:
+            return
+        self.controller.load_state_dict(state["controller"])
+        self.autopilot = bool(state["autopilot"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.emitter.epoch, self.emitter.step = self.epoch, self.step
+        self.val_losses = [float(v) for v in state["history"]["val_losses"]]
+        self.val_accuracies = [float(v) for v in state["history"]["val_accuracies"]]
+        torch.set_rng_state(state["rng"]["torch"])
+        self.data_gen.set_state(state["rng"]["data"])
+
+    def _save_checkpoint(self) -> None:
+        if not self._built:
+            return
+        path = checkpoint.save(self._capture(copy=False), self.run_dir / checkpoint.CHECKPOINT_NAME)
+        self.emit(ev.CheckpointSaved, path=str(path))
+
+    def _final_metrics(self) -> dict[str, float | None]:
+        return {
+            "val_loss": self.val_losses[-1] if self.val_losses else None,
+            "val_accuracy": self.val_accuracies[-1] if self.val_accuracies else None,
+            "epochs": float(self.epoch),
+            "seeds_fossilized": float(sum(s.stage is Stage.FOSSILIZED for s in self.host.slots.values())),
+        }
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def _engine_version() -> str:
+    from engine import __version__
+
+    return __version__
