@@ -8,6 +8,7 @@ hands over to it directly.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,10 +21,13 @@ from engine.config import PRESETS, OptimConfig, RunConfig
 EXIT_USAGE = 2
 
 
-def build_parser(prog: str = "python -m engine") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Run the esper engine: grow a network on a task.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Run the esper engine: grow a network on a task.")
     sub = parser.add_subparsers(dest="verb", required=True)
-    train = sub.add_parser("train", help="train a run (headless: plain progress lines)")
+    # `esper-tui train --headless` execs this process and says so, so help shows the user's command.
+    prog = os.environ.get("ESPER_PROG")
+    train = sub.add_parser("train", help="train a run (headless: plain progress lines)",
+                           **({"prog": prog} if prog else {}))
     add_train_options(train)
     return parser
 

@@ -32,6 +32,11 @@ from engine.metrics import SeedMetrics
 
 Cause = str  # "gate" | "autopilot" | "operator" | "governor" | "timeout" | "embargo"
 
+# A tuple, not the frozenset: torch.compile (2.13) installs no guard for `enum in frozenset` on a
+# module attribute, so a compiled host would keep running a stale stage's graph. With a tuple it
+# guards on the stage and recompiles when it changes (tests/engine/test_compile.py).
+_ACTIVE = tuple(ACTIVE_STAGES)
+
 
 @dataclass(frozen=True, slots=True)
 class TransitionRecord:
@@ -92,7 +97,7 @@ class SeedSlot(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seed = self.seed
-        if seed is None or self.stage not in ACTIVE_STAGES:
+        if seed is None or self.stage not in _ACTIVE:
             return x
         if self.stage is Stage.TRAINING:
             # The seed learns from a detached copy; the output is exactly the host's.

@@ -48,6 +48,14 @@ def gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
 
 
+@pytest.fixture(autouse=True)
+def _seeded_init():
+    """Module init draws from the global stream: fix it so no test depends on the tests before it."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield
+
+
 # ---------------------------------------------------------------------------
 # Per-blueprint behaviour (parametrised over the registry, so new entries are covered)
 # ---------------------------------------------------------------------------
