@@ -22,11 +22,19 @@ def save(state: dict[str, Any], path: Path) -> Path:
     """Write `state` to `path` atomically (temp file + rename), owner-only permissions."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # A .tmp left by a crash mid-save may have other permissions (or be a link): start afresh, and
+    # create exclusively so the mode below is the one the file really gets.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with open(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -40,7 +48,13 @@ def load(path: Path) -> dict[str, Any]:
             f"no checkpoint at {path}: a run writes one every `checkpoint_every` epochs and when it "
             "stops; start a new run instead of --resume"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, or holding objects that weights_only refuses
+        raise ValueError(
+            f"{path} is not a readable esper checkpoint ({type(exc).__name__}: {exc}); "
+            "it may be truncated or from another program: start a new run instead of --resume"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not an esper checkpoint of format {FORMAT}")
     return state

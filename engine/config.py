@@ -83,6 +83,9 @@ class RunConfig(BaseModel):
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     bf16: bool = Field(False, description="bf16 autocast (CUDA, or CPU where supported)")
+    threads: int = Field(
+        0, ge=0, description="CPU threads for torch; 0 = half the cores (1 on a 2-core box, leaving one for the UI)"
+    )
     compile: bool = Field(False, description="torch.compile the host (recompiles on each graft)")
     grad_stats_every: int = Field(10, ge=1, description="measure gradient ratios every N steps")
     sync_every: int = Field(

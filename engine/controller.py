@@ -6,7 +6,7 @@ little state of its own (blueprint rotation, last germination) that checkpoints 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -33,6 +33,9 @@ class ControllerConfig(BaseModel):
     cull_drop_points: float = 2.0
     culled_penalty_epochs: int = 20
     max_growing_seeds: int = 1
+    # Blueprints tried first, in this order (names of another topology are ignored); the rest of the
+    # registry follows in registration order. The registry opens with `norm`, the weakest seed.
+    prefer: tuple[str, ...] = ("conv_light", "depthwise", "attention", "lora", "mlp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,9 @@ class Controller:
             self.culled_at[blueprint] = epoch
 
     def decide(self, view: ControllerView) -> list[Decision]:
+        preferred = [b for b in self.config.prefer if b in view.blueprints]
+        ordered = tuple(preferred + [b for b in view.blueprints if b not in preferred])
+        view = replace(view, blueprints=ordered)
         decisions = [d for s in view.slots if (d := self._manage(s, view)) is not None]
         growth = self._germination(view)
         if growth is not None:

@@ -8,6 +8,7 @@ hands over to it directly.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -50,6 +51,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", help="where events.jsonl, control.sock and checkpoint.pt live (default runs/<time>-<task>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field by its dotted path, e.g. --set lifecycle.alpha_curve=sigmoid "
+                        "or --set faults.crash_at_epoch=3 (VALUE is JSON when it parses, else a string)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -60,7 +64,28 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                if v is not None}
     if args.lr is not None:
         updates["optim"] = OptimConfig(**{**base.optim.model_dump(), "lr": args.lr})
-    return RunConfig.model_validate({**base.model_dump(), **updates})
+    data = {**base.model_dump(), **{k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in updates.items()}}
+    for item in args.overrides:
+        apply_override(data, item)
+    return RunConfig.model_validate(data)
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Set `a.b.c=value` inside a nested config dict; unknown keys are left for validation to refuse."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {key}: {part} is not a section")
+    node[leaf] = value
 
 
 def default_run_dir(task: str) -> Path:
@@ -76,7 +101,12 @@ def train(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValidationError as exc:
-        print(f"error: invalid option: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"error: invalid configuration: {where}: {first['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     run_dir = Path(args.resume or args.run_dir or default_run_dir(config.task))
     if args.resume and not (run_dir / "checkpoint.pt").exists():

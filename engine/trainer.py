@@ -9,6 +9,7 @@ them back once every `sync_every` steps (one transfer), never per step or per te
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 import traceback
@@ -107,9 +108,16 @@ class Trainer:
 
     # ================================================================== setup
     def _build(self) -> None:
+        """Load the task, build host/optimizers, restore a checkpoint when resuming. Idempotent."""
+        if self._built:
+            return
         cfg = self.config
         torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            # Small models gain nothing from intra-op threads, and on a busy 2-core box two spinning
+            # threads made an epoch 50x slower (measured): default to half the cores.
+            torch.set_num_threads(cfg.threads or max(1, min(8, (os.cpu_count() or 2) // 2)))
         self.task = load_task(cfg.task, cfg.data_dir)
         self.host = build_host(self.task, cfg).to(self.device)
         self.model = torch.compile(self.host) if cfg.compile else self.host
