@@ -56,7 +56,7 @@ class OptimConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(1e-2, gt=0)
     seed_lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, description="sgd only")
@@ -78,7 +78,7 @@ class RunConfig(BaseModel):
 
     task: str = "digits"
     data_dir: str | None = None
-    epochs: int = Field(40, ge=1)
+    epochs: int = Field(60, ge=1)
     batch_size: int = Field(64, ge=1)
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")

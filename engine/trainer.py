@@ -423,6 +423,7 @@ class Trainer:
 
     def _slot_report(self, slot) -> dict[str, Any]:
         m = slot.metrics
+        live = slot.is_live  # a fossilized seed is plain host: nothing of it is measured any more
         threshold = self.config.lifecycle.gates.ratio_threshold_for(slot.topology, slot.blueprint)
         return dict(
             slot=slot.slot_id,
@@ -431,10 +432,10 @@ class Trainer:
             seed_id=slot.seed_id,
             epochs_in_stage=slot.epochs_in_stage,
             alpha=slot.alpha,
-            grad_ratio=m.grad_ratio.value if slot.seed is not None else None,
-            grad_ratio_threshold=threshold,
-            counterfactual=m.counterfactual if slot.seed is not None else None,
-            blending_delta=m.blending_delta if slot.seed is not None else None,
+            grad_ratio=m.grad_ratio.value if live else None,
+            grad_ratio_threshold=threshold if live else None,
+            counterfactual=m.counterfactual if live else None,
+            blending_delta=m.blending_delta if live else None,
             params=slot.seed_param_count(),
         )
 
