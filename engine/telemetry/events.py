@@ -349,28 +349,7 @@ EVENT_CLASSES: tuple[type[EventBase], ...] = (
     RunFailed,
 )
 
-Event = Annotated[
-    Union[
-        RunStarted,
-        StepMetrics,
-        EpochCompleted,
-        SeedGerminated,
-        StageChanged,
-        GateEvaluated,
-        WarningEvent,
-        ControllerDecision,
-        CommandReceived,
-        CommandApplied,
-        CommandRejected,
-        GovernorRollback,
-        CheckpointSaved,
-        RunPaused,
-        RunResumed,
-        RunFinished,
-        RunFailed,
-    ],
-    Field(discriminator="kind"),
-]
+Event = Annotated[Union[EVENT_CLASSES], Field(discriminator="kind")]  # type: ignore[valid-type]
 """Any event; validate with `EVENT_ADAPTER` (dispatches on `kind`, rejects unknown kinds)."""
 
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

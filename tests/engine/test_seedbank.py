@@ -22,15 +22,6 @@ from engine.telemetry import events as ev
 from engine.telemetry.sink import Emitter, ListSink
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions: one intra-op thread is faster, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _keep_global_rng():
     """Hosts and seeds are built from torch's global RNG; leave no trace for other test files."""
