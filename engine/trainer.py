@@ -257,7 +257,7 @@ class Trainer:
         losses: list[torch.Tensor] = []
         grad_rows: list[tuple[tuple[str, ...], torch.Tensor]] = []
         seen_losses: list[float] = []
-        correct = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)  # long: no per-step dtype cast
         samples = targets = 0
         chunk_start = time.perf_counter()
         chunk_samples = 0
@@ -294,16 +294,15 @@ class Trainer:
         """One optimizer step. Returns the detached loss and the number correct (device tensors)."""
         with self.amp:
             logits = self.model(x)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+            flat = logits if logits.dim() == 2 else logits.reshape(-1, logits.shape[-1])  # LM: (B·T, V)
+            loss = F.cross_entropy(flat.float(), y.reshape(-1))
         if self.config.faults.nan_loss_at_step == self.step:
             loss = loss * float("nan")
-        for opt in self.bank.optimizers():
-            opt.zero_grad(set_to_none=True)
+        self.bank.zero_grad()
         loss.backward()
         if measure:
             self._measure_gradients(grad_rows)
-        for opt in self.bank.optimizers():
-            opt.step()
+        self.bank.step()
         self.host.on_optimizer_step()
         self.step += 1
         self.emitter.step = self.step
@@ -325,7 +324,7 @@ class Trainer:
                    grad_rows: list[tuple[tuple[str, ...], torch.Tensor]]) -> list[float]:
         flat = torch.cat([torch.stack(losses)] + [row for _, row in grad_rows]).tolist()
         values, offset = flat[: len(losses)], len(losses)
-        n_host = sum(p.numel() for p in self.bank.host_params())
+        n_host = self.bank.host_param_count()
         for sids, row in grad_rows:
             width = row.numel()
             part = flat[offset: offset + width]

@@ -133,7 +133,7 @@ class TestRoundTrip:
         b1, b2 = t1.bank, t2.bank
         assert b2.fossil_order == b1.fossil_order == ["block2"]
         assert set(b2.seed_opts) == set(b1.seed_opts) == {"block1"}
-        assert len(b2.host_opt.param_groups) == 2
+        assert len(b2.host_opt.param_groups) == 1
         host_state = b1.host_opt.state_dict()
         seed_state = b1.seed_opts["block1"].state_dict()
         assert host_state["state"] and seed_state["state"]  # trained: there is real state to compare
@@ -141,7 +141,7 @@ class TestRoundTrip:
         assert_tree_equal(seed_state, b2.seed_opts["block1"].state_dict(), "seed_opt")
         # The rebuilt optimizers hold the restored modules' own parameters.
         fossil = {id(p) for p in t2.host.slots["block2"].seed.parameters()}
-        assert {id(p) for p in b2.host_opt.param_groups[1]["params"]} == fossil
+        assert fossil <= {id(p) for p in b2.host_opt.param_groups[0]["params"]}
         live = {id(p) for p in t2.host.slots["block1"].seed.parameters()}
         assert {id(p) for g in b2.seed_opts["block1"].param_groups for p in g["params"]} == live
 

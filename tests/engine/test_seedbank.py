@@ -235,11 +235,11 @@ class TestFossilize:
         assert (change.from_stage, change.to_stage, change.forced) == (Stage.PROBATIONARY, Stage.FOSSILIZED, force)
 
         assert "block1" not in r.bank.seed_opts
+        # One group, base parameters first, then the fossil's: exactly like a model built this size.
         groups = r.bank.host_opt.param_groups
-        assert len(groups) == 2
-        assert len(groups[0]["params"]) == n_base
-        assert [id(p) for p in groups[1]["params"]] == [id(p) for p in seed_params]
-        assert groups[1]["lr"] == r.bank.lr
+        assert len(groups) == 1
+        assert [id(p) for p in groups[0]["params"][n_base:]] == [id(p) for p in seed_params]
+        assert groups[0]["lr"] == r.bank.lr
         assert r.bank.fossil_order == ["block1"]
         assert r.bank.optimizers() == [r.bank.host_opt]
         # The fossilized seed now counts as host for the gradient ratio.
@@ -297,7 +297,8 @@ class TestCull:
         assert not check.allowed
         assert r.culled == []
         assert r.events == []
-        assert len(r.bank.host_opt.param_groups) == 2
+        fossil = ids(r.slot("block1").seed.parameters())
+        assert fossil <= ids(r.bank.host_opt.param_groups[0]["params"])
 
     def test_cull_leaves_other_seeds_alone(self):
         r = Rig()
@@ -353,7 +354,7 @@ class TestSetLr:
         r.to_stage("block2", Stage.TRAINING)  # a seed optimizer
         r.bank.set_lr(0.02)
         groups = [g for opt in r.bank.optimizers() for g in opt.param_groups]
-        assert len(groups) == 3
+        assert len(groups) == 2  # host (with the fossil folded in) and the live seed
         assert all(g["lr"] == 0.02 for g in groups)
         assert r.bank.lr == r.bank.seed_lr == 0.02
 
@@ -363,7 +364,7 @@ class TestSetLr:
         r.to_stage("block1", Stage.PROBATIONARY)
         assert r.bank.seed_opts["block1"].param_groups[0]["lr"] == 0.05
         r.bank.fossilize("block1", True, "operator")
-        assert r.bank.host_opt.param_groups[1]["lr"] == 0.05
+        assert [g["lr"] for g in r.bank.host_opt.param_groups] == [0.05]
 
 
 # ====================================================================== checkpoint state
@@ -411,9 +412,10 @@ class TestState:
         assert b.bank.fossil_order == ["block1"]
         assert set(b.bank.seed_opts) == {"block2"}
         hb = b.bank.host_opt.param_groups
-        assert len(hb) == 2
-        assert [id(p) for p in hb[1]["params"]] == [id(p) for p in b.slot("block1").seed.parameters()]
-        assert ids(hb[0]["params"]) == ids(base_parameters(b.host))
+        assert len(hb) == 1
+        n_base = len(base_parameters(b.host))
+        assert [id(p) for p in hb[0]["params"][n_base:]] == [id(p) for p in b.slot("block1").seed.parameters()]
+        assert ids(hb[0]["params"][:n_base]) == ids(base_parameters(b.host))
         seed_b = b.bank.seed_opts["block2"]
         assert ids(p for g in seed_b.param_groups for p in g["params"]) == ids(b.slot("block2").seed.parameters())
         _assert_same_optimizer(a.bank.host_opt, b.bank.host_opt)
@@ -445,3 +447,24 @@ class TestState:
         v = r.bank.version
         r.bank.load_state_dict(state)
         assert r.bank.version > v
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_fold_in_a_running_fused_optimizer_updates_new_params_like_a_first_step(name):
+    """A fossil joins a host optimizer that has already stepped; its first update is a clean one."""
+    from engine.config import OptimConfig
+    from engine.seedbank import fold_in, make_optimizer
+
+    torch.manual_seed(0)
+    host_p, seed_p = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3))
+    cfg = OptimConfig(name=name, lr=0.1)
+    opt = make_optimizer([host_p], cfg, 0.1)
+    host_p.grad = torch.ones(5)
+    opt.step()
+    fold_in(opt, [seed_p])
+    fresh_p = torch.nn.Parameter(seed_p.detach().clone())
+    fresh = make_optimizer([fresh_p], cfg, 0.1)
+    host_p.grad, seed_p.grad, fresh_p.grad = torch.ones(5), torch.full((3,), 0.5), torch.full((3,), 0.5)
+    opt.step()
+    fresh.step()
+    torch.testing.assert_close(seed_p.detach(), fresh_p.detach())
