@@ -93,6 +93,10 @@ class RunConfig(BaseModel):
     )
     checkpoint_every: int = Field(5, ge=0, description="epochs between checkpoints; 0 = only at the end")
     autopilot: bool = True
+    min_epoch_seconds: float = Field(
+        0.0, ge=0, description="pace: make every epoch last at least this long (a watchable live demo); "
+        "commands are still applied at once while it waits"
+    )
     host: dict[str, int | float] = Field(default_factory=dict, description="overrides of the task's host size")
     optim: OptimConfig = Field(default_factory=OptimConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)

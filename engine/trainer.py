@@ -195,6 +195,7 @@ class Trainer:
             device=str(self.device),
             versions={"engine": _engine_version(), "torch": torch.__version__, "python": platform.python_version()},
             planned_epochs=self.config.epochs,
+            blueprints={n: blueprints.get(self.task.topology, n).description for n in blueprints.names(self.task.topology)},
             resumed=self._saved is not None,
         )
 
@@ -246,6 +247,7 @@ class Trainer:
         if every and self.epoch % every == 0:
             self._save_checkpoint()
         self.emitter.sink.flush(fsync=True)
+        self._keep_pace(started)
         if self.pause_after_epoch:
             self.pause_after_epoch = False
             self._pause("step_epoch")
@@ -360,6 +362,15 @@ class Trainer:
     def _measure_seeds(self, val_loss: float, val_acc: float, healthy: bool) -> None:
         for slot in self.host.slots.values():
             m = slot.metrics
+            # A seed moved before any validation (e.g. forced while paused at the start) has no
+            # baseline yet: its first measurement in the stage becomes the baseline.
+            if slot.seed is not None:
+                if m.accuracy_at_stage_start is None:
+                    m.accuracy_at_stage_start = val_acc
+                if m.val_loss_pre_blend is None and slot.stage in COUNTERFACTUAL_STAGES:
+                    m.val_loss_pre_blend = val_loss
+                if m.accuracy_at_blend_start is None and slot.stage in COUNTERFACTUAL_STAGES:
+                    m.accuracy_at_blend_start = val_acc
             m.val_loss, m.val_accuracy = val_loss, val_acc
             if not healthy:
                 m.nonfinite_in_stage = True
@@ -473,6 +484,18 @@ class Trainer:
                     self._apply_command(command)
         if self.stop_requested:
             raise StopRun
+
+    def _keep_pace(self, started: float) -> None:
+        """Stretch the epoch to `min_epoch_seconds`, applying operator commands while waiting."""
+        deadline = started + self.config.min_epoch_seconds
+        while self.server is not None and not self.stop_requested:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            if self.server.wait_for_command(min(left, 0.1)):
+                self._safe_point()
+        if self.server is None and deadline > time.perf_counter():
+            time.sleep(deadline - time.perf_counter())
 
     def _pause(self, cause: str) -> None:
         if not self.paused:

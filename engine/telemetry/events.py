@@ -129,6 +129,9 @@ class RunStarted(EventBase):
     device: str
     versions: dict[str, str] = Field(default_factory=dict)
     planned_epochs: int
+    blueprints: dict[str, str] = Field(
+        default_factory=dict, description="blueprint name → one-line description, for the topology"
+    )
     resumed: bool = False
 
 

@@ -1,0 +1,337 @@
+"""What the dashboard knows about a run, and the one pure reducer that builds it from events.
+
+`apply(state, event)` folds one telemetry event into a `RunState`; live runs and replays go through the
+same function, so they look the same. No Textual, no torch, no clock: widgets read the state, and
+every history here is bounded, so a run of 10⁶ events costs the same memory as a short one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.telemetry.events import Event
+
+HISTORY = 2000  # epochs of loss/accuracy kept for the curves
+SLOT_HISTORY = 400  # per-slot alpha and gradient-ratio points kept for sparklines and curves
+LOG_LINES = 1000  # lines kept in the event log panel
+
+# Statuses shown in the header.
+STARTING, LIVE, PAUSED, FINISHED, STOPPED, CRASHED, DETACHED = (
+    "STARTING", "LIVE", "PAUSED", "FINISHED", "STOPPED", "CRASHED", "DETACHED",
+)
+
+
+@dataclass(slots=True)
+class Check:
+    """One gate check as the gate panel shows it."""
+
+    name: str
+    value: Any
+    threshold: Any
+    passed: bool
+
+
+@dataclass(slots=True)
+class GateView:
+    """The last verdict of a gate on a slot."""
+
+    gate: str | None
+    target: str | None
+    passed: bool
+    forced: bool
+    checks: list[Check]
+    epoch: int
+
+
+@dataclass(slots=True)
+class SlotView:
+    """One slot's card. None means not measured (shown as "—"), never 0."""
+
+    slot: str
+    stage: str = "DORMANT"
+    blueprint: str | None = None
+    seed_id: str | None = None
+    epochs_in_stage: int = 0
+    alpha: float = 0.0
+    grad_ratio: float | None = None
+    grad_ratio_threshold: float | None = None
+    counterfactual: float | None = None
+    blending_delta: float | None = None
+    params: int = 0
+    forced: bool = False  # the last stage change was an operator override of a failing gate
+    gate: GateView | None = None
+    ratio_history: deque[float | None] = field(default_factory=lambda: deque(maxlen=SLOT_HISTORY))
+    alpha_history: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SLOT_HISTORY))
+
+
+@dataclass(slots=True)
+class EpochPoint:
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    train_accuracy: float | None
+    val_accuracy: float | None
+
+
+@dataclass(slots=True)
+class LogLine:
+    """One line of the event log panel. `level` is info | command | warning | error."""
+
+    seq: int
+    epoch: int
+    kind: str
+    slot: str | None
+    text: str
+    level: str = "info"
+
+
+@dataclass(slots=True)
+class Answer:
+    """The engine's answer to one operator command."""
+
+    command_id: str
+    command: str
+    applied: bool
+    reason: str
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything the widgets draw. Mutated in place by `apply` (fast for long logs)."""
+
+    run_id: str | None = None
+    task: str | None = None
+    topology: str | None = None
+    device: str | None = None
+    isolation: str | None = None
+    planned_epochs: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    blueprints: dict[str, str] = field(default_factory=dict)  # name → description (germinate picker)
+    status: str = STARTING
+    epoch: int = 0
+    step: int = 0
+    autopilot: bool | None = None
+    samples_per_s: float | None = None
+    loss: float | None = None
+    lr: float | None = None
+    slots: dict[str, SlotView] = field(default_factory=dict)
+    history: deque[EpochPoint] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    log: deque[LogLine] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    answers: dict[str, Answer] = field(default_factory=dict)
+    last_answer: Answer | None = None
+    failure: tuple[str, str, str] | None = None  # (error type, message, traceback)
+    final: dict[str, Any] = field(default_factory=dict)
+    last_seq: int = 0
+    version: int = 0  # bumped by every apply, so the UI redraws only when something changed
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.history[-1].val_accuracy if self.history else None
+
+    @property
+    def val_loss(self) -> float | None:
+        return self.history[-1].val_loss if self.history else None
+
+
+def apply(state: RunState, event: Event) -> RunState:
+    """Fold one event into `state` and return it. Unknown-to-the-UI fields are ignored."""
+    handler = _HANDLERS.get(event.kind)
+    if handler is not None:
+        handler(state, event)
+    state.epoch = max(state.epoch, event.epoch)
+    state.step = max(state.step, event.step)
+    state.last_seq = event.seq
+    state.version += 1
+    line = describe(event)
+    if line is not None:
+        state.log.append(line)
+    return state
+
+
+def apply_all(state: RunState, events: Iterable[Event]) -> RunState:
+    for event in events:
+        apply(state, event)
+    return state
+
+
+# ---------------------------------------------------------------------------- handlers
+def _slot(state: RunState, name: str) -> SlotView:
+    view = state.slots.get(name)
+    if view is None:
+        view = state.slots[name] = SlotView(name)
+    return view
+
+
+def _run_started(state: RunState, e: Any) -> None:
+    state.run_id, state.task, state.topology, state.device = e.run_id, e.task, e.topology, e.device
+    state.planned_epochs = e.planned_epochs
+    state.config = dict(e.config)
+    state.blueprints = dict(getattr(e, "blueprints", {}) or {})
+    state.autopilot = bool(e.config.get("autopilot", True)) if state.autopilot is None else state.autopilot
+    detach = e.isolation.get("blend_detach")
+    source = e.isolation.get("source", "")
+    state.isolation = f"{'detach' if detach else 'no detach'} ({source})" if detach is not None else None
+    for name in e.slots:
+        _slot(state, name)
+    state.status = LIVE
+    state.failure = None
+
+
+def _step_metrics(state: RunState, e: Any) -> None:
+    state.loss, state.lr = e.loss, e.lr
+    if e.samples_per_s is not None:
+        state.samples_per_s = e.samples_per_s
+
+
+def _epoch_completed(state: RunState, e: Any) -> None:
+    state.history.append(EpochPoint(e.epoch, e.train_loss, e.val_loss, e.train_accuracy, e.val_accuracy))
+    if e.samples_per_s is not None:
+        state.samples_per_s = e.samples_per_s
+    for report in e.slots:
+        view = _slot(state, report.slot)
+        view.stage = str(report.stage)
+        view.blueprint, view.seed_id = report.blueprint, report.seed_id
+        view.epochs_in_stage, view.alpha, view.params = report.epochs_in_stage, report.alpha, report.params
+        view.grad_ratio, view.grad_ratio_threshold = report.grad_ratio, report.grad_ratio_threshold
+        view.counterfactual, view.blending_delta = report.counterfactual, report.blending_delta
+        view.alpha_history.append((e.epoch, report.alpha))
+        view.ratio_history.append(report.grad_ratio)
+
+
+def _seed_germinated(state: RunState, e: Any) -> None:
+    view = _slot(state, e.slot)
+    view.blueprint, view.seed_id, view.params = e.blueprint, e.seed_id, e.params
+    view.ratio_history.clear()
+
+
+def _stage_changed(state: RunState, e: Any) -> None:
+    view = _slot(state, e.slot)
+    view.stage = str(e.to_stage)
+    view.epochs_in_stage = 0
+    view.forced = e.forced
+    if view.stage in ("SHADOWING", "PROBATIONARY", "FOSSILIZED"):
+        view.alpha = 1.0
+    elif view.stage in ("BLENDING", "CULLED", "EMBARGOED", "DORMANT"):
+        view.alpha = 0.0
+    if view.stage == "DORMANT":
+        view.blueprint = view.seed_id = None
+        view.params = 0
+    if view.stage in ("CULLED", "EMBARGOED", "DORMANT", "FOSSILIZED"):
+        view.grad_ratio = view.counterfactual = view.blending_delta = None
+    view.alpha_history.append((e.epoch, view.alpha))
+    if e.gate is not None:
+        _record_gate(view, e.gate.gate, e.gate.target, e.gate.passed, e.forced, e.gate.checks, e.epoch)
+
+
+def _gate_evaluated(state: RunState, e: Any) -> None:
+    _record_gate(_slot(state, e.slot), e.gate, e.target, e.passed, e.forced, e.checks, e.epoch)
+
+
+def _record_gate(view: SlotView, gate: Any, target: Any, passed: bool, forced: bool, checks: Any, epoch: int) -> None:
+    view.gate = GateView(
+        gate=gate,
+        target=None if target is None else str(target),
+        passed=passed,
+        forced=forced,
+        checks=[Check(c.name, c.value, c.threshold, c.passed) for c in checks],
+        epoch=epoch,
+    )
+
+
+def _command_answer(state: RunState, e: Any) -> None:
+    applied = e.kind == "command_applied"
+    answer = Answer(e.command_id, str(e.command.get("command", "?")), applied, getattr(e, "reason", "") or "")
+    state.answers[e.command_id] = answer
+    state.last_answer = answer
+    name = answer.command
+    if applied and name == "autopilot":
+        state.autopilot = bool(e.command.get("enabled"))
+
+
+def _run_paused(state: RunState, e: Any) -> None:
+    state.status = PAUSED
+
+
+def _run_resumed(state: RunState, e: Any) -> None:
+    state.status = LIVE
+
+
+def _run_finished(state: RunState, e: Any) -> None:
+    state.status = STOPPED if e.status == "stopped" else FINISHED
+    state.final = dict(e.final)
+
+
+def _run_failed(state: RunState, e: Any) -> None:
+    state.status = CRASHED
+    state.failure = (e.error_type, e.message, e.traceback)
+
+
+_HANDLERS = {
+    "run_started": _run_started,
+    "step_metrics": _step_metrics,
+    "epoch_completed": _epoch_completed,
+    "seed_germinated": _seed_germinated,
+    "stage_changed": _stage_changed,
+    "gate_evaluated": _gate_evaluated,
+    "command_applied": _command_answer,
+    "command_rejected": _command_answer,
+    "run_paused": _run_paused,
+    "run_resumed": _run_resumed,
+    "run_finished": _run_finished,
+    "run_failed": _run_failed,
+}
+
+
+# ---------------------------------------------------------------------------- log lines
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def describe(e: Event) -> LogLine | None:
+    """The event log's line for an event (None for high-rate metrics, which the curves show)."""
+    k = e.kind
+    slot = getattr(e, "slot", None)
+    level = "info"
+    if k in ("step_metrics", "epoch_completed", "gate_evaluated", "command_received"):
+        return None
+    if k == "run_started":
+        text = f"run {e.run_id} started: {e.task} on {e.device}, {e.planned_epochs} epochs" + (
+            " (resumed)" if e.resumed else "")
+    elif k == "seed_germinated":
+        text = f"{e.slot}: seed {e.seed_id} ({e.blueprint}, {e.params:,} params) germinated"
+    elif k == "stage_changed":
+        forced = " FORCED" if e.forced else ""
+        text = f"{e.slot}: {e.from_stage} -> {e.to_stage} ({e.cause}{forced}) {e.reason}"
+        level = "warning" if e.forced or str(e.to_stage) == "CULLED" else "info"
+    elif k == "warning":
+        text, level = f"warning {e.code}: {e.message}", "warning"
+    elif k == "controller_decision":
+        text = f"autopilot: {e.action} {e.slot or ''} {e.blueprint or ''} ({e.reason})".replace("  ", " ")
+    elif k == "command_applied":
+        text, level = f"command {e.command.get('command')} [{e.command_id}] applied", "command"
+    elif k == "command_rejected":
+        text, level = f"command {e.command.get('command')} [{e.command_id}] rejected: {e.reason}", "error"
+    elif k == "governor_rollback":
+        culled = ", ".join(e.seeds_culled) or "none"
+        text = f"governor: {e.trigger} loss {_fmt(e.loss)}; rolled back to epoch {e.restored_epoch}; culled {culled}"
+        level = "error"
+    elif k == "checkpoint_saved":
+        text = f"checkpoint saved: {e.path}"
+    elif k == "run_paused":
+        text = f"paused ({e.cause})"
+    elif k == "run_resumed":
+        text = f"resumed ({e.cause})"
+    elif k == "run_finished":
+        text = f"run {e.status}: val accuracy {_fmt(e.final.get('val_accuracy'))}"
+    elif k == "run_failed":
+        text, level = f"run failed: {e.error_type}: {e.message}", "error"
+    else:
+        text = k
+    return LogLine(e.seq, e.epoch, k, slot, text, level)

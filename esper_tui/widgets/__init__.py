@@ -1,0 +1,14 @@
+"""The dashboard's widgets. Each is thin: `show(state, selected)` pushes the reduced state down,
+messages (e.g. `SlotCard.Selected`) go up. No widget imports a screen or the app, and none holds a
+colour: styles name theme variables.
+"""
+
+from esper_tui.widgets.alpha_plot import AlphaPlot
+from esper_tui.widgets.event_log import EventLog
+from esper_tui.widgets.gate_panel import GatePanel
+from esper_tui.widgets.header import RunHeader
+from esper_tui.widgets.metrics_plot import MetricsPlot
+from esper_tui.widgets.ratio_sparkline import RatioSparkline
+from esper_tui.widgets.slot_card import SlotCard
+
+__all__ = ["AlphaPlot", "EventLog", "GatePanel", "MetricsPlot", "RatioSparkline", "RunHeader", "SlotCard"]
