@@ -69,6 +69,8 @@ class GateResult(BaseModel):
         label = self.gate or "transition"
         if self.passed:
             return f"{label} passed"
+        if self.gate is None:  # an illegal edge: the check's threshold carries the explanation
+            return "refused: " + "; ".join(str(c.threshold) for c in self.failed_checks)
         parts = [f"{c.name}={_fmt(c.value)} (needs {_fmt(c.threshold)})" for c in self.failed_checks]
         return f"{label} failed: " + "; ".join(parts)
 

@@ -16,7 +16,7 @@ from textual.screen import Screen
 
 from esper_tui.screens import BlueprintPicker, ConfirmScreen, CrashScreen, DashboardScreen, HelpScreen, QuitScreen
 from esper_tui.screens.dashboard import KEYS
-from esper_tui.sources import RunSource
+from esper_tui.sources import ReplaySource, RunSource
 from esper_tui.state import CRASHED, FINISHED, PAUSED, STOPPED, RunState, apply
 from themes import STYLESHEETS, THEMES, VARIABLE_DEFAULTS, next_theme
 
@@ -102,7 +102,7 @@ class EsperApp(App[None]):
     def status_override(self) -> str | None:
         """The source's word on the status when the log alone cannot tell (DETACHED, CRASHED, REPLAY)."""
         hint = self.source.status_hint()
-        if hint == CRASHED or (hint and self.state.status not in ENDED):
+        if hint == CRASHED or (hint and (hint.startswith("REPLAY") or self.state.status not in ENDED)):
             return hint
         return None
 
@@ -191,6 +191,43 @@ class EsperApp(App[None]):
         keys = [(k.replace("question_mark", "?").replace("slash", "/"), d) for k, _, d, _ in KEYS]
         keys.insert(2, ("1-9", "select slot N"))
         self.push_screen(HelpScreen(keys))
+
+    # ------------------------------------------------------------------ replay
+    def replay_source(self) -> ReplaySource | None:
+        return self.source if isinstance(self.source, ReplaySource) else None
+
+    def replay_control(self, what: str) -> None:
+        """Play/pause, speed, step, jump to start/end: replays only."""
+        replay = self.replay_source()
+        if replay is None:
+            self.notify("replay controls work when replaying a saved log (esper-tui replay RUN_DIR)",
+                        severity="warning")
+            return
+        if what == "toggle":
+            replay.toggle()
+        elif what in ("faster", "slower"):
+            speed = replay.speed or 64.0
+            replay.set_speed(min(64.0, speed * 2) if what == "faster" else max(0.25, speed / 2))
+        elif what == "step":
+            replay.step()
+        elif what == "start":
+            self._rebuild(replay.seek_start())
+        elif what == "end":
+            self._rebuild(replay.seek_end())
+        self.tick()
+
+    def replay_seek(self, epoch: int) -> None:
+        replay = self.replay_source()
+        if replay is not None:
+            self._rebuild(replay.seek(epoch))
+            self.tick()
+
+    def _rebuild(self, events: list) -> None:
+        """Start the reduced state afresh from `events` (a seek), through the same reducer."""
+        self.state = RunState()
+        for event in events:
+            apply(self.state, event)
+        self._drawn_version = -1
 
     # ------------------------------------------------------------------ quitting
     def request_quit(self) -> None:

@@ -40,6 +40,14 @@ KEYS: list[tuple[str, str, str, bool]] = [
     ("t", "next_theme", "theme", False),
     ("question_mark", "help", "help", True),
     ("q", "quit", "quit", True),
+    # Replay only (live runs answer with a hint): play/pause, speed, step, seek, start/end.
+    ("space", "replay('toggle')", "replay: play/pause", False),
+    ("plus,equals_sign", "replay('faster')", "replay: faster", False),
+    ("minus", "replay('slower')", "replay: slower", False),
+    ("full_stop", "replay('step')", "replay: step one epoch", False),
+    ("home", "replay('start')", "replay: jump to start", False),
+    ("end", "replay('end')", "replay: jump to end", False),
+    ("e", "seek", "replay: seek to epoch", False),
 ]
 
 
@@ -168,15 +176,36 @@ class DashboardScreen(Screen[None]):
     def action_quit(self) -> None:
         self.esper.request_quit()
 
+    def action_replay(self, what: str) -> None:
+        self.esper.replay_control(what)
+
     def action_filter(self) -> None:
+        self._ask("filter", "filter the event log (Enter to apply, Escape to clear)")
+
+    def action_seek(self) -> None:
+        if self.esper.replay_source() is None:
+            self.esper.replay_control("seek")  # explains that seeking is for replays
+            return
+        self._ask("seek", "seek to epoch (Enter)")
+
+    def _ask(self, purpose: str, placeholder: str) -> None:
         box = self.query_one("#filter", Input)
+        box.placeholder = placeholder
+        box.value = self.query_one(EventLog).filter if purpose == "filter" else ""
+        box.purpose = purpose  # type: ignore[attr-defined]
         box.display = True
         box.focus()
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(EventLog).set_filter(event.value)
         event.input.display = False
+        if getattr(event.input, "purpose", "filter") == "seek":
+            if event.value.strip().isdigit():
+                self.esper.replay_seek(int(event.value.strip()))
+            else:
+                self.notify(f"not an epoch number: {event.value!r}", severity="warning")
+            return
+        self.query_one(EventLog).set_filter(event.value)
         self._redraw()
 
     def key_escape(self) -> None:
