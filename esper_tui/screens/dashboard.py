@@ -6,6 +6,7 @@ source). Widgets get the reduced state pushed down via `show`; they post message
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from textual import on
@@ -21,6 +22,7 @@ from esper_tui.widgets import AlphaPlot, EventLog, GatePanel, MetricsPlot, RunHe
 if TYPE_CHECKING:
     from esper_tui.app import EsperApp
 
+PLOT_INTERVAL = 1.0  # seconds between plot redraws
 # Smaller than this and the screen switches to the compact layout (no plots, short cards).
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 30
 
@@ -63,6 +65,8 @@ class DashboardScreen(Screen[None]):
         self.selected: str | None = None
         self._slot_names: tuple[str, ...] = ()
         self._state: RunState | None = None
+        self._plotted_at = float("-inf")
+        self._plotted_for: str | None = None
 
     @property
     def esper(self) -> EsperApp:
@@ -104,7 +108,12 @@ class DashboardScreen(Screen[None]):
             card.show(state, self.selected)
         self.query_one(GatePanel).show(state, self.selected)
         self.query_one(EventLog).show(state, self.selected)
-        if not self.has_class("compact"):
+        # Plots are the costly part of a frame (plotext rebuilds the whole figure): at most once a
+        # second, unless the selection changed. Everything else follows every refresh.
+        now = time.monotonic()
+        if not self.has_class("compact") and (now - self._plotted_at >= PLOT_INTERVAL
+                                               or self.selected != self._plotted_for):
+            self._plotted_at, self._plotted_for = now, self.selected
             self.query_one(AlphaPlot).show(state, self.selected)
             self.query_one(MetricsPlot).show(state, self.selected)
 
