@@ -21,6 +21,12 @@ from esper_tui.state import CRASHED, FINISHED, PAUSED, STOPPED, RunState, apply
 from themes import STYLESHEETS, THEMES, VARIABLE_DEFAULTS, next_theme
 
 ENDED = (FINISHED, STOPPED, CRASHED)
+_KEY_NAMES = {"question_mark": "?", "slash": "/", "full_stop": ".", "equals_sign": "=", "plus": "+", "minus": "-"}
+
+
+def key_label(keys: str) -> str:
+    """"plus,equals_sign" -> "+,=": keys as typed, not by Textual's names."""
+    return ",".join(_KEY_NAMES.get(k, k) for k in keys.split(","))
 
 
 class EsperApp(App[None]):
@@ -170,6 +176,10 @@ class EsperApp(App[None]):
             self.notify("no slot selected", severity="warning")
             return
 
+        if not self.source.can_command or self.state.status in ENDED:
+            self.command(name, **fields)  # reports why nothing can be sent; no point asking first
+            return
+
         def answered(yes: bool | None) -> None:
             if yes:
                 self.command(name, **fields)
@@ -188,7 +198,7 @@ class EsperApp(App[None]):
         self.notify(f"theme: {self.theme}", timeout=2)
 
     def show_help(self) -> None:
-        keys = [(k.replace("question_mark", "?").replace("slash", "/"), d) for k, _, d, _ in KEYS]
+        keys = [(key_label(k), d) for k, _, d, _ in KEYS]
         keys.insert(2, ("1-9", "select slot N"))
         self.push_screen(HelpScreen(keys))
 
@@ -238,7 +248,10 @@ class EsperApp(App[None]):
 
         def chosen(choice: str | None) -> None:
             if choice == "stop":
-                self.source.send("stop")
+                sent = self.source.send("stop")
+                if not sent.ok:
+                    self.notify(f"stop: not sent: {sent.error}", severity="error", timeout=8)
+                    return
                 self.exit(return_code=self.exit_code, message="stopping the run gracefully (checkpoint, then exit)")
             elif choice == "detach":
                 where = f" with: esper-tui attach {self.run_dir}" if self.run_dir else ""
@@ -256,4 +269,9 @@ class EsperApp(App[None]):
         for _keys, action, description, _shown in KEYS:
             if "(" in action:
                 continue
-            yield SystemCommand(description.capitalize(), f"key: {_keys}", getattr(board, f"action_{action}"))
+            yield SystemCommand(description.capitalize(), f"key: {key_label(_keys)}", getattr(board, f"action_{action}"))
+
+    def action_quit(self) -> None:
+        """Textual's own quit (ctrl+q, the palette's "Quit") asks stop-or-detach like `q` does."""
+        if not isinstance(self.screen, QuitScreen):
+            self.request_quit()

@@ -131,13 +131,16 @@ class SlotCard(Widget):
         lines = card_lines(view)
         if lines == self._lines:
             return
-        self._lines = lines
-        self._badge.update(lines.badge)
-        self._blueprint.update(lines.blueprint)
-        self._alpha.update(lines.alpha)
-        self._ratio.update(lines.ratio)
+        old, self._lines = self._lines, lines
+        # Each is one line: only a change of width can move anything, so only then ask for a
+        # reflow (a full-screen relayout per changed card line was most of a frame's cost).
+        for widget, name in ((self._badge, "badge"), (self._blueprint, "blueprint"), (self._alpha, "alpha"),
+                             (self._ratio, "ratio"), (self._detail, "detail")):
+            text = getattr(lines, name)
+            before = None if old is None else getattr(old, name)
+            if text != before:
+                widget.update(text, layout=before is None or len(str(text)) != len(str(before)))
         self._ratio.set_class(lines.ratio_below, "-below")
-        self._detail.update(lines.detail)
         self.border_subtitle = lines.params
 
     @property

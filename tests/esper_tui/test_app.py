@@ -1,0 +1,601 @@
+"""The whole dashboard, driven through its keys the way an operator drives it (SPEC §8).
+
+Every test runs the production `EsperApp` under Textual's Pilot: a `StaticSource` over a recorded run
+log, or a `LiveSource` following a run directory whose "engine" is the test itself: a real
+`CommandServer` on the run's control socket receives what the dashboard sends, and the test writes
+the engine's answers into the run log with the engine's own writer. One slow test runs the real
+engine process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.command import CommandList, CommandPalette
+from textual.notifications import Notify
+from textual.widgets import OptionList, Static
+
+from engine.commands import Command, command_to_wire
+from engine.control import CommandServer
+from engine.telemetry import (
+    CommandApplied,
+    CommandReceived,
+    CommandRejected,
+    Emitter,
+    EpochCompleted,
+    RunLogWriter,
+    RunPaused,
+    RunStarted,
+    SlotReport,
+    read_events,
+)
+from esper_tui.app import EsperApp
+from esper_tui.process import EngineProcess
+from esper_tui.screens import BlueprintPicker, ConfirmScreen, CrashScreen, DashboardScreen, HelpScreen, QuitScreen
+from esper_tui.sources import LiveSource, SendResult, StaticSource
+from esper_tui.widgets import EventLog, GatePanel, RunHeader, SlotCard
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+
+SIZE = (120, 40)
+# The app's fastest refresh: the tests wait for draws, never for the 4 Hz default.
+REFRESH = 30.0
+BLUEPRINTS = {"conv_light": "3x3 depthwise conv with zero-init output", "norm": "GroupNorm with zero-init scale"}
+
+
+# ---------------------------------------------------------------------------- helpers
+class Notes:
+    """Every notification the app raises (Pilot hides toasts, so read the Notify messages)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str]] = []  # (severity, message)
+
+    def __call__(self, message: Any) -> None:
+        if isinstance(message, Notify):
+            self.messages.append((message.notification.severity, message.notification.message))
+
+    def texts(self, severity: str | None = None) -> list[str]:
+        return [m for s, m in self.messages if severity is None or s == severity]
+
+    def any(self, needle: str) -> bool:
+        return any(needle in m for m in self.texts())
+
+
+async def wait_for(pilot, predicate: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
+    """Let the app run (timers, the source's thread) until `predicate()` is true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def board(app: EsperApp) -> DashboardScreen:
+    return app.dashboard
+
+
+def header(app: EsperApp) -> str:
+    return board(app).query_one(RunHeader).text
+
+
+def cards(app: EsperApp) -> dict[str, str]:
+    return {card.slot: card.text for card in board(app).query(SlotCard)}
+
+
+def gate(app: EsperApp) -> GatePanel:
+    return board(app).query_one(GatePanel)
+
+
+def static_text(widget: Static) -> str:
+    return str(widget.content)
+
+
+async def drawn(pilot, app: EsperApp, *slots: str, timeout: float = 5.0) -> None:
+    """Wait for the first full draw: a header and a composed card (more than its name) per slot."""
+
+    def ready() -> bool:
+        shown = cards(app)
+        return bool(header(app)) and sorted(shown) == sorted(slots) and all("\n" in t for t in shown.values())
+
+    await wait_for(pilot, ready, f"the first draw with cards {slots}", timeout)
+
+
+class CountingStatic(StaticSource):
+    """A StaticSource that records every send (there must be none)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[str] = []
+
+    def send(self, command_name: str, **fields: object) -> SendResult:
+        self.sent.append(command_name)
+        return super().send(command_name, **fields)
+
+
+# ---------------------------------------------------------------------------- a finished run (static)
+async def test_finished_run_shows_header_cards_gate_and_log(steered_events):
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        text = header(app)
+        assert "FINISHED" in text and "epoch 26/26" in text and "run 100f4031bc2e" in text
+        shown = cards(app)
+        assert "FOSSILIZED" in shown["block1"] and "conv_light" in shown["block1"]
+        assert "SHADOWING" in shown["block2"] and "attention" in shown["block2"]
+        # The first slot is selected: its last gate is G5 (passed).
+        assert board(app).selected == "block1"
+        assert gate(app).border_title == "gate: block1"
+        assert gate(app).text.splitlines()[0] == "G5 -> FOSSILIZED  PASSED (epoch 22)"
+        lines = board(app).query_one(EventLog).lines
+        assert lines[0].startswith("e0 #1 run 100f4031bc2e started")
+        assert any("run completed: val accuracy" in line for line in lines)
+
+
+async def test_keys_select_slots_and_the_gate_panel_follows(steered_events):
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        for key, slot in [("2", "block2"), ("1", "block1"), ("j", "block2"), ("k", "block1"), ("down", "block2"),
+                          ("up", "block1"), ("up", "block2"), ("9", "block2")]:  # up wraps; 9 is no slot: stays
+            await pilot.press(key)
+            await wait_for(pilot, lambda: gate(app).border_title == f"gate: {slot}", f"{key!r}: the gate of {slot}")
+            assert board(app).selected == slot
+            assert "-selected" in board(app).query_one(f"#card-{slot}").classes
+            other = "block1" if slot == "block2" else "block2"
+            assert "-selected" not in board(app).query_one(f"#card-{other}").classes
+            first = gate(app).text.splitlines()[0]
+            if slot == "block2":  # its last gate failed: G4 kept it in SHADOWING to the end
+                assert first == "G4 -> PROBATIONARY  FAILED (epoch 26)"
+                assert any(row.startswith("FAIL ") for row in gate(app).text.splitlines()[1:])
+            else:
+                assert first == "G5 -> FOSSILIZED  PASSED (epoch 22)"
+
+
+async def test_help_lists_the_keys_and_escape_closes_it(steered_events):
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        text = static_text(app.screen.query_one("#help-text", Static))
+        for key, what in [("g", "germinate"), ("A", "force-advance"), ("c", "cull"), ("p", "pause/resume"),
+                          ("/", "filter log"), ("t", "theme"), ("?", "help"), ("q", "quit"),
+                          ("1-9", "select slot N"), ("down,j", "next slot")]:
+            assert any(line.split() == [key, *what.split()] for line in text.splitlines()), (key, text)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the help to close")
+
+
+async def test_actions_are_reachable_from_the_command_palette(steered_events):
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
+        await pilot.press(*"help")
+        commands = app.screen.query_one(CommandList)
+        await wait_for(pilot, lambda: any(str(o.prompt).startswith("Help") for o in commands.options),
+                       "the Help command in the palette")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen, from the palette")
+
+
+async def test_help_and_palette_name_keys_as_typed(steered_events):
+    """The help screen and the command palette name each key the way it is typed ("?", "/", "+", "."),
+    never by Textual's internal key name ("question_mark", "full_stop", "equals_sign")."""
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        rows = [line.split(None, 1) for line in static_text(app.screen.query_one("#help-text", Static)).splitlines()
+                if line.startswith("  ") and len(line.split(None, 1)) == 2]
+        keys = {what.strip(): key for key, what in rows}
+        assert keys["help"] == "?" and keys["filter log"] == "/"
+        internal = {key for key in keys.values() if "_" in key}
+        assert not internal, f"the help screen names keys by Textual's internal names: {sorted(internal)}"
+        assert "+" in keys["replay: faster"].split(",") and keys["replay: step one epoch"] == "."
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the help to close")
+        palette = {str(c.title): str(c.help) for c in app.get_system_commands(app.screen)}
+        assert palette["Help"] == "key: ?", palette["Help"]
+        assert palette["Filter log"] == "key: /", palette["Filter log"]
+        assert not [h for h in palette.values() if h.startswith("key:") and "_" in h], palette
+
+
+async def test_t_cycles_the_theme(steered_events):
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH, theme="esper-dark")
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        assert app.theme == "esper-dark"
+        seen = [app.theme]
+        for _ in range(3):
+            await pilot.press("t")
+            await wait_for(pilot, lambda: app.theme != seen[-1], "a new theme")
+            seen.append(app.theme)
+        assert len(set(seen[:3])) == 3  # dark, light and high-contrast: three different themes
+        assert seen[3] == seen[0]  # ... and round again
+        assert notes.any(f"theme: {seen[1]}")
+
+
+async def test_slash_filters_the_event_log(steered_events):
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        log = board(app).query_one(EventLog)
+        everything = log.lines
+        assert any("block1" in line for line in everything) and any("checkpoint saved" in line for line in everything)
+        await pilot.press("slash")
+        box = board(app).query_one("#filter")
+        await wait_for(pilot, lambda: box.display and box.has_focus, "the filter input")
+        await pilot.press(*"block2", "enter")
+        await wait_for(pilot, lambda: log.filter == "block2", "the filter to apply")
+        assert not box.display
+        assert log.border_title == "events (filter: block2)"
+        filtered = log.lines
+        assert filtered and all("block2" in line.lower() for line in filtered)
+        assert filtered == [line for line in everything if "block2" in line]
+        # `/` again, then Escape, clears it.
+        await pilot.press("slash")
+        await wait_for(pilot, lambda: box.display and box.has_focus, "the filter input")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: log.filter == "", "the filter to clear")
+        assert log.lines == everything
+
+
+async def test_command_keys_on_a_source_that_cannot_command_warn_and_send_nothing(steered_events):
+    source = CountingStatic(steered_events)
+    app = EsperApp(source, refresh=REFRESH)
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        for n, key in enumerate(["g", "a", "f", "p", "n", "o"], 1):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: len(notes.texts("warning")) >= n, f"a warning for {key!r}")
+            assert isinstance(app.screen, DashboardScreen), f"{key!r} opened {app.screen}"  # no blueprint picker
+        assert notes.texts() == ["commands are disabled here (replay or finished run)"] * 6
+        assert source.sent == []
+
+
+@pytest.mark.parametrize("key", ["A", "c"])
+async def test_confirmed_command_keys_on_a_source_that_cannot_command_warn_without_asking(steered_events, key):
+    """Force-advance and cull must not ask "are you sure?" about a run that cannot be steered (a replay,
+    a finished run): like germinate, they say at once that commands are disabled."""
+    source = CountingStatic(steered_events)
+    app = EsperApp(source, refresh=REFRESH)
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        await pilot.press(key)
+        await pilot.pause(0.05)
+        asked = getattr(app.screen, "question", None)
+        if isinstance(app.screen, ConfirmScreen):
+            await pilot.press("y")  # answer it, to see what the operator would get
+            await pilot.pause(0.05)
+        assert source.sent == []
+        assert asked is None, f"{key!r} on a finished run asks {asked!r} before saying commands are disabled"
+        assert notes.texts("warning") == ["commands are disabled here (replay or finished run)"]
+
+
+async def test_q_on_a_finished_run_just_exits(steered_events):
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    assert app.return_code == 0
+
+
+# ---------------------------------------------------------------------------- the crash screen
+async def test_a_crashed_run_shows_its_traceback_and_quits_with_1(crashed_events):
+    app = EsperApp(StaticSource(crashed_events), refresh=REFRESH, run_dir="/tmp/some-run")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, CrashScreen), "the crash screen")
+        screen = app.screen
+        title = static_text(screen.query_one("#crash-title", Static))
+        assert title.startswith("CRASHED")
+        assert "RuntimeError" in title and "crash requested at epoch 5" in title
+        body = static_text(screen.query_one("#crash-traceback", Static))
+        assert body.startswith("Traceback (most recent call last):")
+        assert 'engine/trainer.py", line 156, in run' in body
+        assert "RuntimeError: fault drill: crash requested at epoch 5" in body
+        assert "/tmp/some-run/events.jsonl" in static_text(screen.query_one("#crash-where", Static))
+        assert app.exit_code == 1
+        assert "CRASHED" in header(app)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    assert app.return_code == 1
+
+
+# ---------------------------------------------------------------------------- live, with a fake engine
+class FakeEngine:
+    """The engine's side of a run directory: a real control socket and a run log the test writes."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.writer = RunLogWriter(run_dir / "events.jsonl")
+        self.emitter = Emitter(self.writer)
+        self.server = CommandServer(run_dir).start()
+        self.received: list[Command] = []
+
+    def start_run(self, *, autopilot: bool = True) -> None:
+        self.emitter.emit(RunStarted, run_id="fake01", config={"autopilot": autopilot}, task="digits",
+                          topology="cnn", slots=("block1", "block2"), isolation={"blend_detach": True,
+                          "source": "default"}, device="cpu", planned_epochs=10, blueprints=BLUEPRINTS)
+        self.emitter.epoch = 1
+        self.emitter.emit(EpochCompleted, train_loss=1.0, val_loss=1.1, train_accuracy=60.0, val_accuracy=58.0,
+                          slots=(SlotReport(slot="block1", stage="DORMANT"), SlotReport(slot="block2", stage="DORMANT")))
+        self.writer.flush()
+
+    def take(self) -> list[Command]:
+        """The commands received since the last call."""
+        got = self.server.drain()
+        self.received += got
+        return got
+
+    def answer(self, cmd: Command, reason: str | None = None) -> None:
+        """Write the engine's answer: applied, or rejected with `reason`."""
+        wire = command_to_wire(cmd)
+        self.emitter.emit(CommandReceived, command_id=cmd.id, command=wire)
+        if reason is None:
+            self.emitter.emit(CommandApplied, command_id=cmd.id, command=wire)
+        else:
+            self.emitter.emit(CommandRejected, command_id=cmd.id, command=wire, reason=reason)
+
+    def close(self) -> None:
+        self.server.close()
+        self.writer.close()
+
+
+@pytest.fixture
+def run_dir():
+    # pytest's tmp_path can exceed the 107-byte AF_UNIX limit; /tmp keeps the socket path short.
+    path = Path(tempfile.mkdtemp(prefix="esa-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def engine(run_dir):
+    fake = FakeEngine(run_dir)
+    fake.start_run()
+    yield fake
+    fake.close()
+
+
+def live_app(run_dir: Path) -> EsperApp:
+    return EsperApp(LiveSource(run_dir), refresh=REFRESH, run_dir=str(run_dir))
+
+
+async def received(pilot, engine: FakeEngine, what: str, n: int = 1) -> list[Command]:
+    """Wait for `n` commands at the fake engine's socket; no more may arrive."""
+    got: list[Command] = []
+    await wait_for(pilot, lambda: got.extend(engine.take()) or len(got) >= n, what)
+    await pilot.pause(0.05)
+    got += engine.take()
+    assert len(got) == n, got
+    return got
+
+
+async def nothing_sent(pilot, engine: FakeEngine) -> None:
+    # Sending is synchronous in the key handler (one local round trip): once the key is handled,
+    # anything sent is already queued at the server.
+    await pilot.pause(0.05)
+    assert engine.take() == []
+
+
+async def live_drawn(pilot, app: EsperApp) -> None:
+    await drawn(pilot, app, "block1", "block2")
+    await wait_for(pilot, lambda: "LIVE" in header(app) and "epoch 1/10" in header(app), "a LIVE header")
+
+
+async def test_germinate_picks_a_blueprint_sends_it_and_shows_the_answer(engine, run_dir):
+    app = live_app(run_dir)
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await live_drawn(pilot, app)
+        # Escape in the picker sends nothing.
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, BlueprintPicker), "the picker")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the picker to close")
+        await nothing_sent(pilot, engine)
+
+        await pilot.press("2")  # block2
+        await wait_for(pilot, lambda: board(app).selected == "block2", "block2 selected")
+        await pilot.press("g")
+        picker = await wait_for(pilot, lambda: isinstance(app.screen, BlueprintPicker) and app.screen, "the picker")
+        assert picker.slot == "block2"
+        options = picker.query_one(OptionList)
+        assert [options.get_option_at_index(i).id for i in range(options.option_count)] == list(BLUEPRINTS)
+        for _ in range(options.option_count + 1):  # down to "norm" (the second), wherever the cursor starts
+            if options.highlighted_option is not None and options.highlighted_option.id == "norm":
+                break
+            await pilot.press("down")
+        assert options.highlighted_option.id == "norm"
+        await pilot.press("enter")
+        (cmd,) = await received(pilot, engine, "the germinate command")
+        assert isinstance(app.screen, DashboardScreen)
+        assert cmd.command == "germinate" and cmd.slot == "block2" and cmd.blueprint == "norm"
+        assert cmd.id and len(cmd.id) >= 8
+        assert notes.any("germinate block2 norm: sent, waiting for the engine")
+        assert not notes.any("applied")
+        engine.answer(cmd)
+        await wait_for(pilot, lambda: notes.any("germinate block2 norm: applied"), "the applied notification")
+        assert any(f"[{cmd.id}] applied" in line for line in board(app).query_one(EventLog).lines)
+
+
+async def test_force_advance_asks_first_and_shows_the_rejection(engine, run_dir):
+    app = live_app(run_dir)
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await live_drawn(pilot, app)
+        await pilot.press("A")
+        confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, "the confirm")
+        assert "Force block1 past its failing gate?" in confirm.question
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the confirm to close")
+        await nothing_sent(pilot, engine)
+
+        await pilot.press("A")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirm")
+        await pilot.press("y")
+        (cmd,) = await received(pilot, engine, "the force_advance command")
+        assert cmd.command == "force_advance" and cmd.slot == "block1"
+        engine.answer(cmd, reason="illegal transition DORMANT -> ? (no seed in block1)")
+        await wait_for(pilot, lambda: notes.any("rejected: illegal transition"), "the rejection notification")
+        assert "force_advance block1: rejected: illegal transition DORMANT -> ? (no seed in block1)" in notes.texts("error")
+
+
+async def test_advance_fossilize_and_cull_go_to_the_selected_slot(engine, run_dir):
+    app = live_app(run_dir)
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await live_drawn(pilot, app)
+        await pilot.press("a")
+        (cmd,) = await received(pilot, engine, "advance")
+        assert (cmd.command, cmd.slot) == ("advance", "block1")
+        await pilot.press("j", "f")
+        (cmd,) = await received(pilot, engine, "fossilize")
+        assert (cmd.command, cmd.slot) == ("fossilize", "block2")
+        await pilot.press("k")
+        await wait_for(pilot, lambda: board(app).selected == "block1", "block1 selected")
+        await pilot.press("c")
+        confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, "the confirm")
+        assert "Cull the seed in block1?" in confirm.question
+        await pilot.press("y")
+        (cmd,) = await received(pilot, engine, "the cull command")
+        assert cmd.command == "cull" and cmd.slot == "block1" and cmd.reason
+        engine.answer(cmd)
+        await wait_for(pilot, lambda: any(m.endswith(": applied") and "cull" in m for m in notes.texts()), "applied")
+
+
+async def test_pause_then_resume_step_and_autopilot(engine, run_dir):
+    app = live_app(run_dir)
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await live_drawn(pilot, app)
+        assert "autopilot on" in header(app)
+        await pilot.press("p")
+        (cmd,) = await received(pilot, engine, "pause")
+        assert cmd.command == "pause"
+        engine.answer(cmd)
+        engine.emitter.emit(RunPaused, cause="operator")
+        await wait_for(pilot, lambda: "PAUSED" in header(app), "a PAUSED header")
+        assert notes.any("pause: applied")
+
+        await pilot.press("n")
+        (cmd,) = await received(pilot, engine, "step_epoch")
+        assert cmd.command == "step_epoch"
+
+        await pilot.press("o")
+        (cmd,) = await received(pilot, engine, "autopilot")
+        assert cmd.command == "autopilot" and cmd.enabled is False
+        engine.answer(cmd)
+        await wait_for(pilot, lambda: "autopilot off" in header(app), "autopilot off in the header")
+        assert notes.any("autopilot off: applied")
+
+        await pilot.press("p")
+        (cmd,) = await received(pilot, engine, "resume")
+        assert cmd.command == "resume"
+
+
+async def test_q_asks_and_escape_stays_then_detach_leaves_the_run_alone(engine, run_dir):
+    app = live_app(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await live_drawn(pilot, app)
+        await pilot.press("q")
+        quit_screen = await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen) and app.screen, "the quit dialog")
+        assert quit_screen.run_dir == str(run_dir)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the quit dialog to close")
+        await pilot.pause(0.1)
+        assert app.is_running
+
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "the quit dialog")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    assert app.return_code == 0
+    assert engine.take() == []  # detach sends nothing: the run goes on
+    assert engine.server.running
+
+
+async def test_ctrl_q_on_a_live_run_also_asks_stop_or_detach(engine, run_dir):
+    """SPEC §8: quitting asks whether to stop the run or detach. Textual's own quit (ctrl+q, and the
+    palette's built-in "Quit") must take the same path as `q`, not leave silently."""
+    app = live_app(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await live_drawn(pilot, app)
+        await pilot.press("ctrl+q")
+        await pilot.pause(0.1)
+        assert app.is_running, "ctrl+q left a live run without asking (and without the re-attach hint)"
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the quit dialog to close")
+    assert engine.take() == []
+
+
+async def test_q_then_s_stops_the_run_and_exits(engine, run_dir):
+    app = live_app(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await live_drawn(pilot, app)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "the quit dialog")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    assert app.return_code == 0
+    cmds = engine.take()
+    assert [c.command for c in cmds] == ["stop"] and cmds[0].id
+
+
+# ---------------------------------------------------------------------------- the real engine (slow)
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_real_engine_germinate_from_the_dashboard_then_stop(run_dir):
+    run = run_dir / "r"
+    proc = EngineProcess.start(run, ["--preset", "quick", "--epochs", "40", "--set", "min_epoch_seconds=0.2",
+                                     "--no-autopilot"])
+    try:
+        app = EsperApp(LiveSource(run, process=proc), refresh=REFRESH, run_dir=str(run))
+        notes = Notes()
+        async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+            await wait_for(pilot, lambda: app.state.slots, "the engine's run_started", timeout=60)
+            await drawn(pilot, app, *app.state.slots, timeout=30)
+            assert "LIVE" in header(app) and "autopilot off" in header(app)
+            assert board(app).selected == "block1"
+            assert "DORMANT" in cards(app)["block1"]
+            await pilot.press("g")
+            picker = await wait_for(pilot, lambda: isinstance(app.screen, BlueprintPicker) and app.screen, "picker")
+            options = picker.query_one(OptionList)
+            for _ in range(options.option_count + 1):
+                if options.highlighted_option is not None and options.highlighted_option.id == "conv_light":
+                    break
+                await pilot.press("down")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: notes.any("germinate block1 conv_light: applied"), "applied", timeout=30)
+            await wait_for(pilot, lambda: "GERMINATED" in cards(app)["block1"], "block1 GERMINATED", timeout=30)
+            assert "conv_light" in cards(app)["block1"]
+            assert app.state.slots["block1"].stage == "GERMINATED"
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "the quit dialog")
+            await pilot.press("s")
+            await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+        assert app.return_code == 0
+        assert proc.wait(timeout=60) == 0
+        events = read_events(run).events
+        assert events[-1].kind == "run_finished" and events[-1].status == "stopped"
+        assert any(e.kind == "command_applied" and e.command.get("command") == "stop" for e in events)
+    finally:
+        proc.kill()
+
