@@ -21,6 +21,8 @@ from esper_tui.state import CRASHED, FINISHED, PAUSED, STOPPED, RunState, apply
 from themes import STYLESHEETS, THEMES, VARIABLE_DEFAULTS, next_theme
 
 ENDED = (FINISHED, STOPPED, CRASHED)
+CPU_BUDGET = 0.05  # share of one core the UI may spend drawing before it skips frames
+MAX_STALE = 1.0  # ... but the screen is never older than this (seconds)
 _KEY_NAMES = {"question_mark": "?", "slash": "/", "full_stop": ".", "equals_sign": "=", "plus": "+", "minus": "-"}
 
 
@@ -49,6 +51,8 @@ class EsperApp(App[None]):
         self._pending: dict[str, str] = {}  # command id → what the operator asked, awaiting the answer
         self._crash_shown = False
         self.exit_code = 0
+        self._drawn_at = float("-inf")
+        self._cpu_mark, self._wall_mark = time.process_time(), time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
     def get_theme_variable_defaults(self) -> dict[str, str]:
@@ -97,13 +101,29 @@ class EsperApp(App[None]):
         status = self.status_override()
         if self.state.version == self._drawn_version and status == self._drawn_status:
             return
+        if self._over_budget(status):
+            return
         self._drawn_version, self._drawn_status = self.state.version, status
+        self._drawn_at = time.monotonic()
         try:
             self.dashboard.show(self.state, status)
         except LookupError:
             return
         if (self.state.status == CRASHED or status == CRASHED) and not self._crash_shown:
             self._show_crash()
+
+    def _over_budget(self, status: str | None) -> bool:
+        """Whether to skip this frame to keep the UI's CPU share under `CPU_BUDGET`.
+
+        Training shares the machine (on a 2-vCPU box often one physical core): every frame the UI
+        draws is time the engine may lose. When the process used more than its budget since the
+        last tick, this frame is skipped, but never for longer than `MAX_STALE` seconds, and never
+        when the status changed (paused, finished, crashed show at once).
+        """
+        wall, cpu = time.monotonic(), time.process_time()
+        share = (cpu - self._cpu_mark) / max(wall - self._wall_mark, 1e-3)
+        self._cpu_mark, self._wall_mark = cpu, wall
+        return share > CPU_BUDGET and status == self._drawn_status and wall - self._drawn_at < MAX_STALE
 
     def status_override(self) -> str | None:
         """The source's word on the status when the log alone cannot tell (DETACHED, CRASHED, REPLAY)."""
