@@ -38,7 +38,7 @@ def test_engine_with_torch_never_loads_the_ui():
 
 
 def test_dashboard_package_never_loads_torch():
-    loaded = loaded_after("import esper_tui, esper_tui.cli")
+    loaded = loaded_after("import esper_tui, esper_tui.cli, esper_tui.app, esper_tui.sources, esper_tui.replay")
     assert "torch" not in loaded
 
 
