@@ -599,3 +599,28 @@ async def test_real_engine_germinate_from_the_dashboard_then_stop(run_dir):
     finally:
         proc.kill()
 
+
+
+async def test_frames_are_skipped_over_the_cpu_budget_but_never_go_stale(monkeypatch):
+    """The UI gives the CPU back to training: a busy frame skips the next one, for at most MAX_STALE."""
+    import esper_tui.app as app_module
+    from esper_tui.app import CPU_BUDGET, MAX_STALE, EsperApp
+    from esper_tui.sources import StaticSource
+
+    clock = {"wall": 100.0, "cpu": 10.0}
+    monkeypatch.setattr(app_module.time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(app_module.time, "process_time", lambda: clock["cpu"])
+    app = EsperApp(StaticSource([]))
+    app._drawn_at, app._drawn_status = 100.0, None
+
+    def tick(wall: float, cpu: float) -> bool:
+        clock["wall"] += wall
+        clock["cpu"] += cpu
+        return app._over_budget(None)
+
+    assert not tick(0.25, 0.25 * CPU_BUDGET / 2)  # a light frame: draw
+    assert tick(0.25, 0.25 * CPU_BUDGET * 4)  # the UI was busy: skip this frame
+    clock["wall"] = app._drawn_at + MAX_STALE + 0.01
+    assert not tick(0.0, 10.0)  # however busy, the screen is never older than MAX_STALE
+    app._drawn_at = clock["wall"]
+    assert not app._over_budget("PAUSED")  # a status change always draws
