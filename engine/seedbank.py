@@ -109,7 +109,7 @@ class SeedBank:
     def germinate(self, slot_id: str, blueprint: str, cause: str) -> GateResult:
         slot = self.host.slots[slot_id]
         result = slot.germinate(blueprint, cause=cause)
-        self._gate_event(slot_id, result)
+        self.log_gate(slot_id, result)
         if result.passed:
             self.emit(ev.SeedGerminated, slot=slot_id, seed_id=slot.seed_id, blueprint=blueprint,
                       params=slot.seed_param_count())
@@ -119,14 +119,14 @@ class SeedBank:
     def advance(self, slot_id: str, force: bool, cause: str) -> GateResult:
         slot = self.host.slots[slot_id]
         result = slot.advance(force, cause=cause)
-        self._gate_event(slot_id, result)
+        self.log_gate(slot_id, result)
         self.sync(slot)
         return result
 
     def fossilize(self, slot_id: str, force: bool, cause: str) -> GateResult:
         slot = self.host.slots[slot_id]
         result = slot.fossilize(force, cause=cause)
-        self._gate_event(slot_id, result)
+        self.log_gate(slot_id, result)
         self.sync(slot)
         return result
 
@@ -184,7 +184,8 @@ class SeedBank:
             self.fossil_order.append(sid)
         self.version += 1
 
-    def _gate_event(self, slot_id: str, result: GateResult) -> None:
+    def log_gate(self, slot_id: str, result: GateResult) -> None:
+        """Log one gate verdict (`gate_evaluated`); an illegal edge has no gate and logs nothing."""
         if result.gate is None:
             return
         self.emit(ev.GateEvaluated, slot=slot_id, gate=result.gate, target=result.target,

@@ -402,7 +402,7 @@ class Trainer:
                 continue
             result = evaluate(gate_for(slot.stage, target), slot.gate_inputs(), self.config.lifecycle.gates)
             results[sid] = result
-            self.bank._gate_event(sid, result)
+            self.bank.log_gate(sid, result)
             for warning in result.warnings:
                 key = (slot.seed_id, warning.code + str(slot.stage))
                 if key not in self.warned:  # once per seed and stage, not every epoch

@@ -1,4 +1,8 @@
-"""Shared test settings."""
+"""Shared test settings and fixtures."""
+
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,3 +16,12 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def run_dir():
+    """A fresh run directory with a short path: pytest's tmp_path can exceed the 107-byte AF_UNIX
+    limit of the control socket, /tmp keeps it short."""
+    path = Path(tempfile.mkdtemp(prefix="esp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -43,8 +43,7 @@ def host_parameters(host: nn.Module) -> list[nn.Parameter]:
 
 def base_param_count(host: nn.Module) -> int:
     """Parameters of the network without any seed (live or fossilized)."""
-    seeds = {id(p) for p in seed_parameters(host, include_fossilized=True)}
-    return sum(p.numel() for p in host.parameters() if id(p) not in seeds)
+    return sum(p.numel() for p in base_parameters(host))
 
 
 class SeedBudget:

@@ -2,10 +2,8 @@
 
 import json
 import os
-import shutil
 import socket
 import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,14 +21,6 @@ from engine.control import (
 )
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def run_dir():
-    # pytest's tmp_path can exceed the 107-byte AF_UNIX limit; /tmp keeps the socket path short.
-    path = Path(tempfile.mkdtemp(prefix="esc-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

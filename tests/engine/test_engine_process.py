@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -46,14 +45,6 @@ def answer(run_dir: Path, command_id: str):
         return found or None
     found = wait_for(find, f"the answer to {command_id}")
     return found[0]
-
-
-@pytest.fixture
-def run_dir(tmp_path_factory) -> Path:
-    # Unix socket paths must stay under 108 bytes: keep the directory short.
-    path = Path("/tmp") / f"esper-test-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
 def test_operator_steers_a_running_engine_over_the_socket(run_dir):

@@ -9,8 +9,6 @@ engine process.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -355,14 +353,6 @@ class FakeEngine:
     def close(self) -> None:
         self.server.close()
         self.writer.close()
-
-
-@pytest.fixture
-def run_dir():
-    # pytest's tmp_path can exceed the 107-byte AF_UNIX limit; /tmp keeps the socket path short.
-    path = Path(tempfile.mkdtemp(prefix="esa-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import stat
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,14 +24,6 @@ from esper_tui.process import ERR_NAME, OUT_NAME, EngineProcess, engine_command,
 from esper_tui.sources import LiveSource, ReplaySource, RunSource, SendResult, StaticSource
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def run_dir():
-    # pytest's tmp_path can exceed the 107-byte AF_UNIX limit; /tmp keeps the socket path short.
-    path = Path(tempfile.mkdtemp(prefix="ess-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def wait_until(pred, timeout=5.0, step=0.02):

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from engine.telemetry import read_events
 from engine.telemetry.events import EpochCompleted, RunStarted, SlotReport, StageChanged
