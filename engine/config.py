@@ -71,6 +71,30 @@ class FaultConfig(BaseModel):
     crash_at_epoch: int | None = None
 
 
+CreditMethod = Literal["shadow_twin", "ablation_bn", "ablation"]
+
+
+class CreditConfig(BaseModel):
+    """How a live seed's credit (accuracy points it adds) is estimated (engine.credit, README)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: CreditMethod = Field(
+        "shadow_twin",
+        description="shadow_twin: vs a copy of the host trained without the seed since it began blending "
+        "(the default: measured closest to the real seedless twin); ablation_bn: alpha forced to 0, "
+        "BatchNorm statistics re-estimated for both arms; ablation: alpha forced to 0 (removal damage)",
+    )
+    window: int = Field(3, ge=1, description="epochs of per-example differences averaged into one estimate")
+    confidence: float = Field(0.90, gt=0, lt=1, description="two-sided level of the bootstrap interval")
+    bootstrap_samples: int = Field(1000, ge=50, description="paired bootstrap resamples of validation examples")
+    bn_batches: int = Field(8, ge=1, description="training batches used to re-estimate BatchNorm statistics")
+    compare: bool = Field(
+        False, description="also run the other estimators each epoch and log them (credit_compare): "
+        "diagnostics for calibration; decisions use `method` only"
+    )
+
+
 class RunConfig(BaseModel):
     """Everything one run needs. Written whole into the `run_started` event."""
 
@@ -98,8 +122,14 @@ class RunConfig(BaseModel):
         "commands are still applied at once while it waits"
     )
     host: dict[str, int | float] = Field(default_factory=dict, description="overrides of the task's host size")
+    fossils: dict[str, str] = Field(
+        default_factory=dict,
+        description="slot → blueprint built into the host from epoch 0 at full strength, as plain host "
+        "(a grown run's final network trained from scratch: `experiment` arm 'fixed')",
+    )
     optim: OptimConfig = Field(default_factory=OptimConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    credit: CreditConfig = Field(default_factory=CreditConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     governor: GovernorConfig = Field(default_factory=GovernorConfig)
     faults: FaultConfig = Field(default_factory=FaultConfig)

@@ -11,15 +11,27 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from engine.lifecycle import Stage
 
 CheckValue = bool | int | float | str | None
 
 
+class CreditReport(BaseModel):
+    """A seed's measured credit: accuracy points it adds (`counterfactual`), an interval around it
+    (`credit_low`, `credit_high`) and the estimator that produced it (`credit_method`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    counterfactual: float | None = None
+    credit_low: float | None = None
+    credit_high: float | None = None
+    credit_method: str | None = None
+
+
 class GateCheck(BaseModel):
-    """One measured condition of a gate."""
+    """One measured condition of a gate. Checks on a seed's credit also carry the whole estimate."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -27,6 +39,14 @@ class GateCheck(BaseModel):
     value: CheckValue
     threshold: CheckValue
     passed: bool
+    credit: CreditReport | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_credit(self, handler):  # only credit checks carry it; keep other lines short
+        data = handler(self)
+        if data.get("credit", 0) is None:
+            del data["credit"]
+        return data
 
 
 class GateWarning(BaseModel):
@@ -110,9 +130,14 @@ class GateThresholds(BaseModel):
     g4_val_loss_tolerance: float = Field(
         0.05, description="relative: val loss may exceed its pre-blend level by at most this fraction"
     )
-    g4_min_counterfactual: float = 0.0
+    g4_min_counterfactual: float = Field(0.0, description="the credit's point estimate must be at least this")
     # G5
-    g5_min_counterfactual: float = 1.0
+    g5_min_epochs: int = Field(
+        3, ge=0, description="epochs in PROBATIONARY before G5 may pass: decide on several measurements"
+    )
+    g5_min_counterfactual: float = Field(
+        1.0, description="the credit's *lower bound* (credit_low) must be at least this many points"
+    )
 
     def ratio_threshold_for(self, topology: str, blueprint: str | None) -> float:
         """The absolute G2 threshold for a seed: per-blueprint override, else per-topology default."""
@@ -156,11 +181,20 @@ class GateInputs:
     val_loss: float | None = None
     val_loss_pre_blend: float | None = None
     counterfactual: float | None = None
+    credit_low: float | None = None
+    credit_high: float | None = None
+    credit_method: str | None = None
     seed_healthy: bool = True
 
+    @property
+    def credit(self) -> CreditReport:
+        return CreditReport(counterfactual=self.counterfactual, credit_low=self.credit_low,
+                            credit_high=self.credit_high, credit_method=self.credit_method)
 
-def _check(name: str, value: CheckValue, threshold: CheckValue, passed: bool) -> GateCheck:
-    return GateCheck(name=name, value=value, threshold=threshold, passed=bool(passed))
+
+def _check(name: str, value: CheckValue, threshold: CheckValue, passed: bool,
+           credit: CreditReport | None = None) -> GateCheck:
+    return GateCheck(name=name, value=value, threshold=threshold, passed=bool(passed), credit=credit)
 
 
 def _stage_check(s: GateInputs, required: Stage) -> GateCheck:
@@ -267,18 +301,20 @@ def g4_probation(s: GateInputs, t: GateThresholds) -> GateResult:
         limit = s.val_loss_pre_blend * (1.0 + t.g4_val_loss_tolerance)
         checks.append(_check("val_loss_vs_pre_blend", s.val_loss, limit, s.val_loss <= limit))
     cf = s.counterfactual
-    checks.append(
-        _check("counterfactual", cf, t.g4_min_counterfactual, cf is not None and cf >= t.g4_min_counterfactual)
-    )
+    checks.append(_check("counterfactual", cf, t.g4_min_counterfactual,
+                         cf is not None and cf >= t.g4_min_counterfactual, s.credit))
     return _result("G4", Stage.PROBATIONARY, checks)
 
 
 def g5_fossilize(s: GateInputs, t: GateThresholds) -> GateResult:
-    """PROBATIONARY → FOSSILIZED: the seed measurably helps (counterfactual, accuracy points)."""
-    cf = s.counterfactual
+    """PROBATIONARY → FOSSILIZED: the seed measurably helps, judged on the credit's lower bound after
+    enough epochs of evidence (a lucky epoch or a wide interval does not fossilize)."""
+    low = s.credit_low
     checks = [
         _stage_check(s, Stage.PROBATIONARY),
-        _check("counterfactual", cf, t.g5_min_counterfactual, cf is not None and cf >= t.g5_min_counterfactual),
+        _check("epochs_in_stage", s.epochs_in_stage, t.g5_min_epochs, s.epochs_in_stage >= t.g5_min_epochs),
+        _check("credit_low", low, t.g5_min_counterfactual, low is not None and low >= t.g5_min_counterfactual,
+               s.credit),
         _check("seed_healthy", s.seed_healthy, True, s.seed_healthy),
     ]
     return _result("G5", Stage.FOSSILIZED, checks)

@@ -93,7 +93,8 @@ class BiasCorrectedEMA:
 class SeedMetrics:
     """What the engine has measured about one seed. Reset when a new seed is germinated.
 
-    `counterfactual` is accuracy (points) with the seed at its alpha minus with alpha forced to 0.
+    `counterfactual` is the seed's credit: the accuracy points it adds, as estimated by
+    `credit_method` (engine.credit), with the interval [`credit_low`, `credit_high`].
     `blending_delta` is accuracy now minus at blend start: it mixes the seed's effect with host drift,
     so it is shown (labelled as confounded) but no decision reads it (review §1.1).
     """
@@ -103,6 +104,10 @@ class SeedMetrics:
     seed_grad_norm: float | None = None
     seed_grad_finite: bool = True
     counterfactual: float | None = None
+    credit_low: float | None = None
+    credit_high: float | None = None
+    credit_method: str | None = None
+    credit_compare: dict[str, list[float]] | None = None  # other estimators' [value, low, high]
     counterfactual_history: list[float] = field(default_factory=list)
     val_loss: float | None = None
     val_accuracy: float | None = None
@@ -123,10 +128,10 @@ class SeedMetrics:
             self.seed_healthy = False
         return self.grad_ratio.update(sample)
 
-    def record_counterfactual(self, with_seed: float, without_seed: float) -> float:
-        self.counterfactual = with_seed - without_seed
-        self.counterfactual_history.append(self.counterfactual)
-        return self.counterfactual
+    def record_credit(self, value: float, low: float, high: float, method: str) -> None:
+        """Fold in one epoch's credit estimate (points, with its interval and estimator)."""
+        self.counterfactual, self.credit_low, self.credit_high, self.credit_method = value, low, high, method
+        self.counterfactual_history.append(value)
 
     @property
     def blending_delta(self) -> float | None:

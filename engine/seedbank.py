@@ -21,6 +21,7 @@ from engine.slot import SeedSlot, TransitionRecord
 from engine.telemetry import events as ev
 
 Emit = Callable[..., Any]
+OnMove = Callable[[SeedSlot, TransitionRecord], None]
 
 
 def make_optimizer(params: Iterable[nn.Parameter], config: OptimConfig, lr: float) -> torch.optim.Optimizer:
@@ -52,11 +53,13 @@ def fold_in(opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
 class SeedBank:
     """Owns the optimizers of a host and applies structural moves to its slots."""
 
-    def __init__(self, host: nn.Module, config: OptimConfig, emit: Emit, on_cull: Callable[[str | None], None]) -> None:
+    def __init__(self, host: nn.Module, config: OptimConfig, emit: Emit, on_move: OnMove | None = None) -> None:
+        """`on_move(slot, record)` hears every stage change once its optimizers are in step (the
+        controller notes culls; the credit book forks and drops twins)."""
         self.host = host
         self.config = config
         self.emit = emit
-        self.on_cull = on_cull
+        self.on_move = on_move
         self.lr = config.lr
         self.seed_lr = config.seed_lr or config.lr
         self.host_opt = make_optimizer(base_parameters(host), config, self.lr)
@@ -132,12 +135,17 @@ class SeedBank:
 
     def cull(self, slot_id: str, reason: str, cause: str) -> TransitionCheck:
         slot = self.host.slots[slot_id]
-        blueprint = slot.blueprint
         check = slot.cull(reason, cause=cause)
-        if check.allowed:
-            self.on_cull(blueprint)
         self.sync(slot)
         return check
+
+    def graft(self, slot_id: str, blueprint: str) -> None:
+        """Build a seed into `slot_id` as plain host from the start (see `SeedSlot.graft_fossil`)."""
+        slot = self.host.slots[slot_id]
+        slot.graft_fossil(blueprint)
+        fold_in(self.host_opt, list(slot.seed.parameters()))
+        self.fossil_order.append(slot_id)
+        self.version += 1
 
     def end_epoch(self) -> None:
         """Tick every slot's epoch clock (embargo countdown) and log what that changed."""
@@ -157,6 +165,8 @@ class SeedBank:
         """Turn the slot's new transition records into events and keep the optimizers in step."""
         for record in slot.take_transitions():
             self._apply(slot, record)
+            if self.on_move is not None:
+                self.on_move(slot, record)
             self.emit(
                 ev.StageChanged,
                 slot=record.slot_id,

@@ -234,6 +234,38 @@ class SeedSlot(nn.Module):
         finally:
             self.alpha_t.copy_(saved)
 
+    def graft_fossil(self, blueprint: str) -> None:
+        """Build a seed from `blueprint` straight into FOSSILIZED at full strength (alpha 1).
+
+        Not a lifecycle edge: construction of a fixed architecture (a grown run's final network
+        trained from scratch). Raises ValueError for an unknown blueprint or an occupied slot.
+        """
+        if self.stage is not Stage.DORMANT or not blueprints.is_registered(self.topology, blueprint):
+            raise ValueError(f"cannot build {blueprint!r} into slot {self.slot_id} ({self.stage})")
+        ref = self.alpha_t
+        module = blueprints.create(self.topology, blueprint, self.dim).to(device=ref.device, dtype=ref.dtype)
+        if self.topology == "cnn":
+            module = module.to(memory_format=torch.channels_last)
+        self.seeds_created += 1
+        self.seed, self.blueprint, self.seed_id = module, blueprint, f"{self.slot_id}#{self.seeds_created}"
+        self.stage = Stage.FOSSILIZED
+        self._set_alpha(1.0)
+
+    def clear(self) -> None:
+        """Empty this slot outright (DORMANT, no seed, alpha 0) without a lifecycle move or a record.
+
+        Not a lifecycle edge: only for building a counterfactual copy of a host (the shadow twin of
+        `engine.credit`), where the seed must never have existed.
+        """
+        self.seed = None
+        self.stage = Stage.DORMANT
+        self.blueprint = self.seed_id = None
+        self._schedule = None
+        self.blend_step = 0
+        self._set_alpha(0.0)
+        self.metrics = SeedMetrics()
+        self._pending = []
+
     # ------------------------------------------------------------------ gate inputs
     def gate_inputs(self) -> GateInputs:
         """Snapshot of this slot for the gates (plain Python values)."""
@@ -265,6 +297,9 @@ class SeedSlot(nn.Module):
             val_loss=m.val_loss,
             val_loss_pre_blend=m.val_loss_pre_blend,
             counterfactual=m.counterfactual,
+            credit_low=m.credit_low,
+            credit_high=m.credit_high,
+            credit_method=m.credit_method,
             seed_healthy=m.seed_healthy,
         )
 

@@ -8,6 +8,7 @@ them back once every `sync_every` steps (one transfer), never per step or per te
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
@@ -20,20 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from engine import blueprints, checkpoint
+from engine import blueprints, checkpoint, objective
 from engine.commands import Command, command_to_wire
 from engine.config import RunConfig
 from engine.control import CommandServer, ControlError
 from engine.controller import Controller, ControllerView, SlotView
+from engine.credit import CreditBook
 from engine.gates import GateResult, evaluate
 from engine.governor import LossWatch
 from engine.hosts import CNNHost, TransformerHost
 from engine.isolation import grad_sq_norms
 from engine.lifecycle import COUNTERFACTUAL_STAGES, LIVE_STAGES, Stage, gate_for, next_stage, probation_limit
+from engine.objective import Evaluation, task_loss
 from engine.seedbank import SeedBank
+from engine.slot import SeedSlot, TransitionRecord
 from engine.tasks import Task, load_task
 from engine.telemetry import events as ev
 from engine.telemetry.runlog import RunLogWriter, last_seq
@@ -126,11 +129,22 @@ class Trainer:
             slot.steps_per_epoch = self.steps_per_epoch
         self.controller = Controller(cfg.controller)
         self.watch = LossWatch(cfg.governor)
-        self.bank = SeedBank(self.host, cfg.optim, self.emit, self._note_cull)
+        self.bank = SeedBank(self.host, cfg.optim, self.emit, self._on_move)
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.amp = (
             torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         )
+        self.credit = CreditBook(
+            cfg.credit, self.host, self.bank,
+            val_batches=lambda: self._batches("val"),
+            calibration_batches=self._calibration_batches,
+            amp=self.amp,
+            build_host=lambda: build_host(self.task, cfg).to(self.device),
+        )
+        for sid, blueprint in cfg.fossils.items():
+            if sid not in self.host.slots:
+                raise ValueError(f"fossils: unknown slot {sid!r}; this host's slots are {', '.join(self.host.slots)}")
+            self.bank.graft(sid, blueprint)
         if self._saved is not None:
             self._restore(self._saved)
         self.snapshot = self._capture(copy=True)
@@ -139,8 +153,16 @@ class Trainer:
     def emit(self, kind: type, **fields: Any) -> Any:
         return self.emitter.emit(kind, **fields)
 
-    def _note_cull(self, blueprint: str | None) -> None:
-        self.controller.note_culled(blueprint, self.epoch)
+    def _on_move(self, slot: SeedSlot, record: TransitionRecord) -> None:
+        if record.target is Stage.CULLED:
+            self.controller.note_culled(record.blueprint, self.epoch)
+        self.credit.on_move(slot, record)
+
+    def _calibration_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The same few training batches every time (a private generator: training order untouched)."""
+        gen = torch.Generator().manual_seed(self.config.seed)
+        batches = self.task.batches("train", self.config.batch_size, gen, self.device)
+        return itertools.islice(batches, self.config.credit.bn_batches)
 
     # ================================================================== the run
     def run(self) -> int:
@@ -219,10 +241,11 @@ class Trainer:
             raise RuntimeError(f"fault drill: crash requested at epoch {self.epoch}")
         started = time.perf_counter()
         train_loss, train_acc, healthy, samples = self._train_epoch()
-        val_loss, val_acc = self._evaluate()
+        val = self._evaluate()
+        val_loss, val_acc = val.loss, val.accuracy
         self.val_losses.append(val_loss)
         self.val_accuracies.append(val_acc)
-        self._measure_seeds(val_loss, val_acc, healthy)
+        self._measure_seeds(val, healthy)
         self.bank.end_epoch()
         elapsed = time.perf_counter() - started
         # What this epoch measured comes first; what is decided because of it follows in the log.
@@ -233,6 +256,7 @@ class Trainer:
             val_loss=val_loss,
             val_accuracy=val_acc,
             epoch_time_s=elapsed,
+            credit_time_s=self.credit.take_seconds(),
             samples_per_s=samples / elapsed if elapsed > 0 else None,
             slots=[self._slot_report(s) for s in self.host.slots.values()],
         )
@@ -296,8 +320,7 @@ class Trainer:
         """One optimizer step. Returns the detached loss and the number correct (device tensors)."""
         with self.amp:
             logits = self.model(x)
-            flat = logits if logits.dim() == 2 else logits.reshape(-1, logits.shape[-1])  # LM: (B·T, V)
-            loss = F.cross_entropy(flat.float(), y.reshape(-1))
+            loss = task_loss(logits, y)
         if self.config.faults.nan_loss_at_step == self.step:
             loss = loss * float("nan")
         self.bank.zero_grad()
@@ -306,6 +329,7 @@ class Trainer:
             self._measure_gradients(grad_rows)
         self.bank.step()
         self.host.on_optimizer_step()
+        self.credit.train_step(x, y)  # the shadow twins take the same step on the same batch
         self.step += 1
         self.emitter.step = self.step
         correct = (logits.detach().argmax(-1) == y).sum()
@@ -341,25 +365,13 @@ class Trainer:
     def _batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.task.batches(split, self.config.batch_size, self.data_gen, self.device)
 
-    @torch.no_grad()
-    def _evaluate(self) -> tuple[float, float]:
-        """Validation loss and accuracy (%) of the model as it is now (one sync at the end)."""
-        self.model.eval()
-        total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        count = 0
-        for x, y in self._batches("val"):
-            with self.amp:
-                logits = self.model(x)
-            flat = logits.reshape(-1, logits.shape[-1]).float()
-            total_loss += F.cross_entropy(flat, y.reshape(-1), reduction="sum")
-            correct += (flat.argmax(-1) == y.reshape(-1)).sum()
-            count += y.numel()
-        loss, right = torch.stack([total_loss, correct]).tolist()
-        return loss / max(count, 1), 100.0 * right / max(count, 1)
+    def _evaluate(self) -> Evaluation:
+        """Validation loss, accuracy (%) and per-example correctness of the model as it is now."""
+        return objective.evaluate(self.model, self._batches("val"), self.amp)
 
     # ================================================================== lifecycle per epoch
-    def _measure_seeds(self, val_loss: float, val_acc: float, healthy: bool) -> None:
+    def _measure_seeds(self, val: Evaluation, healthy: bool) -> None:
+        val_loss, val_acc = val.loss, val.accuracy
         for slot in self.host.slots.values():
             m = slot.metrics
             # A seed moved before any validation (e.g. forced while paused at the start) has no
@@ -375,9 +387,7 @@ class Trainer:
             if not healthy:
                 m.nonfinite_in_stage = True
             if slot.seed is not None and slot.stage in COUNTERFACTUAL_STAGES:
-                with slot.counterfactual():
-                    _, without = self._evaluate()
-                m.record_counterfactual(val_acc, without)
+                self.credit.measure(slot, val.correct)
 
     def _probation_timeouts(self) -> None:
         limit = probation_limit(self.config.epochs, self.config.lifecycle.probation_min_epochs,
@@ -385,9 +395,12 @@ class Trainer:
         for sid, slot in self.host.slots.items():
             if slot.stage is not Stage.PROBATIONARY:
                 continue
-            cf = slot.metrics.counterfactual
-            if cf is not None and cf <= 0:
-                self.bank.cull(sid, f"counterfactual {cf:+.2f} points <= 0 during probation", "timeout")
+            high = slot.metrics.credit_high
+            if high is not None and high <= 0:
+                # Early cull only when even the optimistic end of the interval says it does not help.
+                m = slot.metrics
+                self.bank.cull(sid, f"credit {m.counterfactual:+.2f} [{m.credit_low:+.2f}, {high:+.2f}] points "
+                               f"({m.credit_method}): even its upper bound is <= 0 during probation", "timeout")
             elif slot.epochs_in_stage >= limit:
                 g5 = evaluate("G5", slot.gate_inputs(), self.config.lifecycle.gates)
                 if not g5.passed:
@@ -445,6 +458,10 @@ class Trainer:
             grad_ratio=m.grad_ratio.value if live else None,
             grad_ratio_threshold=threshold if live else None,
             counterfactual=m.counterfactual if live else None,
+            credit_low=m.credit_low if live else None,
+            credit_high=m.credit_high if live else None,
+            credit_method=m.credit_method if live else None,
+            credit_compare=m.credit_compare if live else None,
             blending_delta=m.blending_delta if live else None,
             params=slot.seed_param_count(),
         )
@@ -544,6 +561,7 @@ class Trainer:
             return None
         if name == "set_lr":
             self.bank.set_lr(cmd.value)
+            self.credit.set_lr(cmd.value)
             return None
         slot = self.host.slots[cmd.slot] if cmd.slot in self.host.slots else None
         if slot is None:
@@ -572,6 +590,7 @@ class Trainer:
             "model": self.host.state_dict(),
             "slots": {sid: s.export_state() for sid, s in self.host.slots.items()},
             "bank": self.bank.state_dict(),
+            "credit": self.credit.state_dict(),
             "controller": self.controller.state_dict(),
             "autopilot": self.autopilot,
             "history": {"val_losses": list(self.val_losses), "val_accuracies": list(self.val_accuracies)},
@@ -585,6 +604,7 @@ class Trainer:
             self.host.slots[sid].import_state(slot_state)
         self.host.load_state_dict(state["model"])
         self.bank.load_state_dict(state["bank"])
+        self.credit.load_state_dict(state.get("credit"))
         if keep_clock:
             return
         self.controller.load_state_dict(state["controller"])

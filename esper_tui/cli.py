@@ -5,6 +5,8 @@
 - `esper-tui train --headless [engine options]`: replace this process with the engine (plain lines).
 - `esper-tui attach RUN_DIR`: watch a running or finished run, with its full history.
 - `esper-tui replay RUN_DIR|events.jsonl [--speed X]`: play a saved log back through the same screens.
+- `esper-tui experiment [options]`: replace this process with the engine's headless experiment
+  (host alone / grown / final network from scratch / 2x wide, with a report).
 
 The dashboard package never imports torch: the engine always runs in another interpreter.
 """
@@ -40,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--headless", action="store_true", help="no dashboard: the engine's plain progress lines")
     train.add_argument("-h", "--help", action="store_true")
+    experiment = sub.add_parser(
+        "experiment", add_help=False,
+        help="does growth pay? host alone vs grown vs final network from scratch vs 2x wide, over seeds "
+             "(headless; options: esper-tui experiment --help)",
+    )
+    experiment.add_argument("-h", "--help", action="store_true")
     attach = sub.add_parser("attach", parents=[ui], help="watch a running or finished run")
     attach.add_argument("run_dir", type=Path)
     replay = sub.add_parser("replay", parents=[ui], help="replay a saved run log")
@@ -48,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def engine_argv(options: Sequence[str]) -> list[str]:
-    """The engine process's command line for `train` with these options."""
-    return [sys.executable, "-m", "engine", "train", *options]
+def engine_argv(options: Sequence[str], verb: str = "train") -> list[str]:
+    """The engine process's command line for `verb` (train, experiment) with these options."""
+    return [sys.executable, "-m", "engine", verb, *options]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = {**os.environ, "ESPER_PROG": "esper-tui train --headless"}
             os.execve(sys.executable, engine_argv([*rest, *(["--help"] if args.help else [])]), env)
         return _live(rest, refresh=getattr(args, "refresh", 4.0), theme=getattr(args, "theme", "esper-dark"))
+    if verb == "experiment":
+        env = {**os.environ, "ESPER_PROG": "esper-tui experiment"}
+        os.execve(sys.executable, engine_argv([*rest, *(["--help"] if args.help else [])], "experiment"), env)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if verb == "attach":

@@ -65,6 +65,15 @@ def fmt_signed(x: float | None, decimals: int = 1) -> str:
     return "+" + text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
 
 
+def fmt_credit(value: float | None, low: float | None, high: float | None) -> str:
+    """A seed's credit with its interval: "cf +1.8 [+0.9, +2.7]"; "cf —" when unmeasured."""
+    if _missing(value):
+        return f"cf {DASH}"
+    if _missing(low) or _missing(high):
+        return f"cf {fmt_signed(value)}"
+    return f"cf {fmt_signed(value)} [{fmt_signed(low)}, {fmt_signed(high)}]"
+
+
 def fmt_value(x: Any) -> str:
     """A gate check's value or threshold: None "—", bools yes/no, floats 4 significant digits."""
     if x is None:

@@ -32,6 +32,7 @@ class Check:
     value: Any
     threshold: Any
     passed: bool
+    credit: Any = None  # engine.gates.CreditReport on checks of a seed's credit (G4, G5)
 
 
 @dataclass(slots=True)
@@ -59,6 +60,9 @@ class SlotView:
     grad_ratio: float | None = None
     grad_ratio_threshold: float | None = None
     counterfactual: float | None = None
+    credit_low: float | None = None
+    credit_high: float | None = None
+    credit_method: str | None = None
     blending_delta: float | None = None
     params: int = 0
     forced: bool = False  # the last stage change was an operator override of a failing gate
@@ -197,6 +201,8 @@ def _epoch_completed(state: RunState, e: Any) -> None:
         view.epochs_in_stage, view.alpha, view.params = report.epochs_in_stage, report.alpha, report.params
         view.grad_ratio, view.grad_ratio_threshold = report.grad_ratio, report.grad_ratio_threshold
         view.counterfactual, view.blending_delta = report.counterfactual, report.blending_delta
+        view.credit_low, view.credit_high = report.credit_low, report.credit_high
+        view.credit_method = report.credit_method
         view.alpha_history.append((e.epoch, report.alpha))
         view.ratio_history.append(report.grad_ratio)
 
@@ -221,6 +227,7 @@ def _stage_changed(state: RunState, e: Any) -> None:
         view.params = 0
     if view.stage in ("CULLED", "EMBARGOED", "DORMANT", "FOSSILIZED"):
         view.grad_ratio = view.counterfactual = view.blending_delta = None
+        view.credit_low = view.credit_high = view.credit_method = None
     view.alpha_history.append((e.epoch, view.alpha))
     if e.gate is not None:
         _record_gate(view, e.gate.gate, e.gate.target, e.gate.passed, e.forced, e.gate.checks, e.epoch)
@@ -236,7 +243,7 @@ def _record_gate(view: SlotView, gate: Any, target: Any, passed: bool, forced: b
         target=None if target is None else str(target),
         passed=passed,
         forced=forced,
-        checks=[Check(c.name, c.value, c.threshold, c.passed) for c in checks],
+        checks=[Check(c.name, c.value, c.threshold, c.passed, c.credit) for c in checks],
         epoch=epoch,
     )
 

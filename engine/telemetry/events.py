@@ -99,7 +99,8 @@ class SlotReport(_Frozen):
     """One slot's state at the end of an epoch (inside `epoch_completed`).
 
     `blending_delta` (accuracy now minus at blend start) is confounded by host drift: display only,
-    no decision reads it. `counterfactual` is the measured contribution in accuracy points.
+    no decision reads it. `counterfactual` is the seed's credit: the accuracy points it adds, as
+    estimated by `credit_method`, with the interval [`credit_low`, `credit_high`] (engine.credit).
     """
 
     slot: str
@@ -111,6 +112,12 @@ class SlotReport(_Frozen):
     grad_ratio: Metric = None
     grad_ratio_threshold: Metric = None
     counterfactual: Metric = None
+    credit_low: Metric = None
+    credit_high: Metric = None
+    credit_method: str | None = None
+    credit_compare: dict[str, tuple[float, float, float]] | None = Field(
+        None, description="with credit.compare: every other estimator's (value, low, high), diagnostics only"
+    )
     blending_delta: Metric = None
     params: int = 0
 
@@ -164,6 +171,7 @@ class EpochCompleted(EventBase):
     val_loss: Metric = None
     val_accuracy: Metric = None
     epoch_time_s: Metric = None
+    credit_time_s: Metric = Field(None, description="of epoch_time_s, the time spent estimating credit")
     samples_per_s: Metric = None
     slots: tuple[SlotReport, ...] = ()
 

@@ -12,7 +12,7 @@ from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import Static
 
-from esper_tui.format import fmt_value
+from esper_tui.format import fmt_credit, fmt_value
 from esper_tui.state import GateView, RunState
 
 HEADINGS = ("result", "check", "value", "threshold")
@@ -38,7 +38,13 @@ def check_rows(gate: GateView | None) -> list[tuple[str, str, str, str]]:
     rows = []
     for check in gate.checks:
         result = "PASS" if check.passed else ("FAIL forced" if gate.forced else "FAIL")
-        rows.append((result, check.name, fmt_value(check.value), fmt_value(check.threshold)))
+        value = fmt_value(check.value)
+        credit = check.credit
+        if credit is not None and credit.counterfactual is not None:
+            # A credit check shows the whole estimate and how it was measured, not one bare number.
+            estimate = fmt_credit(credit.counterfactual, credit.credit_low, credit.credit_high)
+            value = f"{value}  ({estimate} {credit.credit_method or ''})".replace(" )", ")")
+        rows.append((result, check.name, value, fmt_value(check.threshold)))
     return rows
 
 

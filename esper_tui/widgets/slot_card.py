@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
-from esper_tui.format import DASH, alpha_bar, fmt_fixed, fmt_int, fmt_num, fmt_signed, stage_badge, stage_class
+from esper_tui.format import DASH, alpha_bar, fmt_credit, fmt_fixed, fmt_int, fmt_num, stage_badge, stage_class
 from esper_tui.state import RunState, SlotView
 from esper_tui.widgets.ratio_sparkline import RatioSparkline
 
@@ -49,14 +49,14 @@ def card_lines(view: SlotView) -> CardLines:
     blueprint = view.blueprint or "(empty)"
     if view.forced:
         blueprint += "  FORCED"
-    cf = f"cf {fmt_signed(view.counterfactual)} pts" if view.counterfactual is not None else f"cf {DASH}"
+    cf = fmt_credit(view.counterfactual, view.credit_low, view.credit_high)
     return CardLines(
         badge=stage_badge(view.stage),
         blueprint=blueprint,
         alpha=f"alpha {fmt_fixed(view.alpha)} {alpha_bar(view.alpha, ALPHA_BAR_WIDTH)}",
         ratio=ratio,
         ratio_below=below,
-        detail=f"epochs in stage {view.epochs_in_stage}  {cf}",
+        detail=f"{view.epochs_in_stage} epochs in stage  {cf}",
         params=f"{fmt_int(view.params)} params" if view.params else "",
     )
 

@@ -326,10 +326,10 @@ class TestManagingSeeds:
         s = SlotView("s1", stage, "bp_a", 10, 90.0, (), g)
         assert Controller().decide(view(2, (s,), accs=(50.0,) * 5)) == []
 
-    @pytest.mark.parametrize("cf,fossilize", [(0.9, False), (1.0, True), (1.5, True), (-0.5, False)])
-    def test_controller_and_g5_agree(self, cf, fossilize):
-        g5 = evaluate("G5", GateInputs("s1", "cnn", Stage.PROBATIONARY, epochs_in_stage=2, blueprint="bp_a",
-                                       counterfactual=cf))
+    @pytest.mark.parametrize("low,fossilize", [(0.9, False), (1.0, True), (1.5, True), (-0.5, False)])
+    def test_controller_and_g5_agree(self, low, fossilize):
+        g5 = evaluate("G5", GateInputs("s1", "cnn", Stage.PROBATIONARY, epochs_in_stage=3, blueprint="bp_a",
+                                       counterfactual=low + 1.0, credit_low=low, credit_high=low + 2.0))
         assert g5.gate == "G5" and g5.target is Stage.FOSSILIZED
         assert g5.passed is fossilize
         decisions = Controller().decide(view(2, (live("s1", Stage.PROBATIONARY, epochs=2, gate=g5),)))
@@ -339,7 +339,8 @@ class TestManagingSeeds:
             assert actions == []
 
     def test_failed_g5_never_fossilizes_even_after_long_probation(self):
-        g5 = evaluate("G5", GateInputs("s1", "cnn", Stage.PROBATIONARY, counterfactual=0.9))
+        g5 = evaluate("G5", GateInputs("s1", "cnn", Stage.PROBATIONARY, epochs_in_stage=3, counterfactual=1.5,
+                                       credit_low=0.9, credit_high=2.1))
         assert not g5.passed
         s = live("s1", Stage.PROBATIONARY, epochs=50, acc_start=80.0, gate=g5)
         decisions = Controller().decide(view(60, (s,), accs=(80.0,) * 5))

@@ -137,15 +137,37 @@ def test_g4_stability():
     assert not evaluate("G4", inputs(Stage.SHADOWING, **{**G4_OK, "epochs_in_stage": 1})).passed
 
 
-@pytest.mark.parametrize("cf,passed", [(None, False), (0.5, False), (1.0, True), (3.2, True)])
-def test_g5_counterfactual_in_accuracy_points(cf, passed):
-    r = evaluate("G5", inputs(Stage.PROBATIONARY, counterfactual=cf))
+def test_g4_credit_check_carries_the_whole_estimate():
+    r = evaluate("G4", inputs(Stage.SHADOWING, **{**G4_OK, "counterfactual": 0.4, "credit_low": -0.3,
+                                                  "credit_high": 1.1, "credit_method": "shadow_twin"}))
+    c = check(r, "counterfactual")
+    assert c.passed and c.value == 0.4  # G4 asks only that the point estimate is not negative
+    assert (c.credit.credit_low, c.credit.credit_high, c.credit.credit_method) == (-0.3, 1.1, "shadow_twin")
+
+
+def g5_inputs(cf=3.0, low=1.5, high=4.5, epochs=3, **kw):
+    return inputs(Stage.PROBATIONARY, epochs_in_stage=epochs, counterfactual=cf, credit_low=low,
+                  credit_high=high, credit_method="shadow_twin", **kw)
+
+
+@pytest.mark.parametrize("cf,low,passed", [(None, None, False), (3.0, 0.5, False), (1.5, 0.99, False),
+                                           (2.0, 1.0, True), (3.2, 2.1, True)])
+def test_g5_passes_on_the_lower_bound_of_the_credit(cf, low, passed):
+    r = evaluate("G5", g5_inputs(cf=cf, low=low))
     assert r.passed is passed and r.target is Stage.FOSSILIZED
-    assert check(r, "counterfactual").threshold == 1.0
+    c = check(r, "credit_low")
+    assert c.threshold == 1.0 and c.value == low and c.credit.counterfactual == cf
+
+
+def test_g5_waits_a_minimum_of_epochs_in_probation():
+    assert not evaluate("G5", g5_inputs(epochs=2)).passed
+    assert not check(evaluate("G5", g5_inputs(epochs=0)), "epochs_in_stage").passed
+    assert evaluate("G5", g5_inputs(epochs=3)).passed
+    assert evaluate("G5", g5_inputs(epochs=1), GateThresholds(g5_min_epochs=1)).passed
 
 
 def test_g5_needs_a_healthy_seed():
-    assert not evaluate("G5", inputs(Stage.PROBATIONARY, counterfactual=5.0, seed_healthy=False)).passed
+    assert not evaluate("G5", g5_inputs(cf=5.0, low=4.0, seed_healthy=False)).passed
 
 
 @pytest.mark.parametrize("gate,stage", [("G1", Stage.TRAINING), ("G2", Stage.BLENDING), ("G3", Stage.SHADOWING),
@@ -156,8 +178,8 @@ def test_gates_refuse_the_wrong_stage(gate, stage):
 
 
 def test_every_threshold_is_configurable_and_validated():
-    t = GateThresholds(g2_min_epochs=1, g3_min_epochs=1, g4_min_epochs=1, g5_min_counterfactual=0.0)
-    assert evaluate("G5", inputs(Stage.PROBATIONARY, counterfactual=0.0), t).passed
+    t = GateThresholds(g2_min_epochs=1, g3_min_epochs=1, g4_min_epochs=1, g5_min_epochs=0, g5_min_counterfactual=0.0)
+    assert evaluate("G5", inputs(Stage.PROBATIONARY, counterfactual=0.0, credit_low=0.0), t).passed
     with pytest.raises(ValueError):
         GateThresholds(no_such_threshold=1)  # typo'd settings are refused, not ignored
 

@@ -69,7 +69,8 @@ def test_seed_metrics_records_gradients_and_counterfactual():
     assert m.last_ratio_sample is None
     m.record_gradients(math.inf, 4, 1.0, 100)
     assert not m.seed_grad_finite and not m.seed_healthy
-    assert m.record_counterfactual(91.0, 88.5) == pytest.approx(2.5)
+    m.record_credit(2.5, 1.0, 4.0, "shadow_twin")
+    assert (m.counterfactual, m.credit_low, m.credit_high, m.credit_method) == (2.5, 1.0, 4.0, "shadow_twin")
     assert m.counterfactual_history == [pytest.approx(2.5)]
 
 

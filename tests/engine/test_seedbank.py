@@ -40,7 +40,11 @@ class Rig:
         self.sink = ListSink()
         self.emitter = Emitter(self.sink)
         self.culled: list[str | None] = []
-        self.bank = SeedBank(self.host, optim or OptimConfig(), self.emitter.emit, self.culled.append)
+        self.bank = SeedBank(self.host, optim or OptimConfig(), self.emitter.emit, self._heard)
+
+    def _heard(self, slot, record) -> None:
+        if record.target is Stage.CULLED:
+            self.culled.append(record.blueprint)
 
     @property
     def events(self) -> list[ev.EventBase]:
@@ -223,7 +227,8 @@ class TestFossilize:
         r = Rig()
         r.to_stage("block1", Stage.PROBATIONARY)
         if not force:
-            r.slot("block1").metrics.counterfactual = 1.5  # G5 passes honestly
+            r.slot("block1").metrics.record_credit(1.5, 1.1, 1.9, "shadow_twin")  # G5 passes honestly
+            r.slot("block1").epochs_in_stage = 3
         seed_params = list(r.slot("block1").seed.parameters())
         n_base = len(base_parameters(r.host))
         r.clear()

@@ -121,13 +121,13 @@ def test_happy_path_with_honest_metrics(topology):
 
     epochs(slot, 2)
     slot.metrics.val_loss = 0.9
-    slot.metrics.record_counterfactual(with_seed=52.0, without_seed=50.0)
+    slot.metrics.record_credit(2.0, 1.2, 2.8, "shadow_twin")
     r = slot.advance()
     assert (r.gate, r.target, r.passed) == ("G4", Stage.PROBATIONARY, True), r.reason
     gates.append(r)
     records += slot.take_transitions()
 
-    epochs(slot, 1)
+    epochs(slot, 3)  # G5 waits for evidence: at least g5_min_epochs in PROBATIONARY
     r = slot.advance()
     assert (r.gate, r.target, r.passed) == ("G5", Stage.FOSSILIZED, True), r.reason
     assert slot.stage is Stage.FOSSILIZED and slot.alpha == 1.0 and slot.seed is not None
@@ -223,9 +223,10 @@ def test_failing_gates_later_on_the_path_leave_stage_unchanged():
     assert {"epochs_in_stage", "val_loss_vs_pre_blend", "counterfactual"} <= failed(r)
     assert slot.stage is Stage.SHADOWING
     force_to(slot, Stage.PROBATIONARY)
-    slot.metrics.record_counterfactual(50.5, 50.0)  # +0.5 points < 1.0
+    epochs(slot, 3)
+    slot.metrics.record_credit(1.5, 0.5, 2.5, "shadow_twin")  # the lower bound 0.5 < 1.0
     r = slot.advance()
-    assert r.gate == "G5" and failed(r) == {"counterfactual"}
+    assert r.gate == "G5" and failed(r) == {"credit_low"}
     assert slot.stage is Stage.PROBATIONARY
     r = slot.fossilize()
     assert r.gate == "G5" and not r.passed and slot.stage is Stage.PROBATIONARY
@@ -498,7 +499,7 @@ def test_new_seed_resets_metrics():
     force_to(slot, Stage.TRAINING)
     for _ in range(4):
         feed_gradients(slot, 0.5)
-    slot.metrics.record_counterfactual(60.0, 55.0)
+    slot.metrics.record_credit(5.0, 4.0, 6.0, "ablation")
     old = slot.metrics
     assert old.grad_ratio.count == 4 and old.grad_ratio.value == pytest.approx(0.5)
     slot.cull("reset")

@@ -240,7 +240,7 @@ async def test_slot_card_reads_without_colour():
         one, two = cards
         assert "[TRAINING] conv_light" in one.text
         assert "r 0.031 (< 0.05)" in one.text  # below threshold, said in words as well
-        assert "epochs in stage 3" in one.text and "cf —" in one.text
+        assert "3 epochs in stage" in one.text and "cf —" in one.text
         assert "1,234 params" in one.text and "alpha 0.00" in one.text
         assert one.has_class("stage-TRAINING") and one.query_one(".badge").has_class("stage-TRAINING")
         assert one.has_class("-selected") and not two.has_class("-selected")
