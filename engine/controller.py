@@ -34,8 +34,9 @@ class ControllerConfig(BaseModel):
     culled_penalty_epochs: int = 20
     max_growing_seeds: int = 1
     # Blueprints tried first, in this order (names of another topology are ignored); the rest of the
-    # registry follows in registration order. The registry opens with `norm`, the weakest seed.
-    prefer: tuple[str, ...] = ("conv_light", "depthwise", "attention", "lora", "mlp")
+    # registry follows in registration order. The registry opens with `norm`, the weakest seed. First
+    # the ones that add capacity: measured, they are the ones that pay (issue 7).
+    prefer: tuple[str, ...] = ("conv_wide", "conv_light", "depthwise", "mlp", "attention", "lora")
 
 
 @dataclass(frozen=True, slots=True)

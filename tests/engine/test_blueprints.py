@@ -239,7 +239,7 @@ def test_flex_attention_eager_warning_suppressed(gen, monkeypatch):
 
 
 def test_names_order_is_stable():
-    assert bp.names("cnn") == ["norm", "attention", "depthwise", "conv_light", "conv_heavy"]
+    assert bp.names("cnn") == ["norm", "attention", "depthwise", "conv_light", "conv_heavy", "conv_wide"]
     assert bp.names("transformer") == ["norm", "lora", "attention", "mlp", "flex_attention"]
     listed = bp.names("cnn")
     listed.append("garbage")  # a copy: mutating it must not touch the registry

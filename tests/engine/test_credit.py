@@ -114,10 +114,10 @@ def test_a_seed_that_is_the_only_path_to_the_answer_gets_large_credit(method):
 
 def test_credit_pools_a_window_of_epochs():
     book, slot = _book("ablation", Oracle())
-    for _ in range(4):
+    for _ in range(book.config.window + 1):
         _measure(book, slot)
-    assert len(book.windows[("s", "ablation")]) == book.config.window == 3
-    assert len(slot.metrics.counterfactual_history) == 4
+    assert len(book.windows[("s", "ablation")]) == book.config.window == 5
+    assert len(slot.metrics.counterfactual_history) == 6
 
 
 def test_compare_logs_every_other_estimator_beside_the_chosen_one():

@@ -173,17 +173,17 @@ def reference_forward(
 ) -> torch.Tensor:
     """An independent forward pass through the host's blocks, with `slot_fn(slot, x)` at every slot.
 
-    Written from the SPEC (slot after every CNN block but the first; after every Transformer layer),
-    so a host that wires its slots wrongly disagrees with it.
+    Written from the design (a CNN slot inside every block, after its conv-BN-ReLU and before its
+    pool; a slot after every Transformer layer), so a host that wires its slots wrongly disagrees.
     """
     if host.topology == "cnn":
         x = inp.contiguous(memory_format=torch.channels_last)
-        slots = [None, *slot_list(host)]
-        assert len(slots) == len(host.blocks)
-        for block, slot in zip(host.blocks, slots):
-            x = block(x)
-            if slot is not None:
-                x = slot_fn(slot, x)
+        slots = slot_list(host)
+        assert len(slots) == len(host.blocks) == len(host.pools)
+        for i, (block, slot) in enumerate(zip(host.blocks, slots)):
+            x = slot_fn(slot, block(x))
+            if i < len(host.blocks) - 1:
+                x = F.max_pool2d(x, 2, ceil_mode=True)
         return host.head(x.mean(dim=(2, 3)))
     t = inp.shape[1]
     x = host.tok(inp) + host.pos(torch.arange(t))
@@ -242,12 +242,13 @@ def _isolation_pair(topology: str, placements: dict[str, str]):
     a.train()
     b = copy.deepcopy(a)
     for i, (slot_id, bp) in enumerate(placements.items()):
-        grow(a.slots[slot_id], bp, Stage.TRAINING, seed=11 + i)
+        grow(a.slots[slot_id], bp, Stage.TRAINING, seed=41 + i)
     # The copy is really seedless and wired to its own slots (a shared slot would make this vacuous).
     for slot_id, slot in b.slots.items():
         assert slot.seed is None and slot.stage is Stage.DORMANT
         assert slot is not a.slots[slot_id]
-    assert all(s is b.slots[s.slot_id] for s in b._slot_after if s is not None)
+    wired = [slot for _, slot, _ in b._stages] if b.topology == "cnn" else list(b._slot_after)
+    assert all(slot is b.slots[slot.slot_id] for slot in wired)
     return a, b
 
 
@@ -680,7 +681,7 @@ def test_transformer_rejects_sequence_longer_than_block_size():
 def test_several_seeds_with_own_stages_and_parameter_bookkeeping(topology):
     kw = {"depth": 4} if topology == "cnn" else {"n_layers": 3}
     host = make_host(topology, cfg(blend_steps=4), **kw)
-    s_train, s_blend, s_fossil = slot_list(host)
+    s_train, s_blend, s_fossil = slot_list(host)[-3:]
     base = {id(p) for p in host.parameters()}
     grow(s_train, "norm", Stage.TRAINING, seed=1)
     grow(s_blend, "attention", Stage.BLENDING, seed=2)
@@ -795,7 +796,7 @@ def test_cnn_host_is_channels_last_including_seeds():
 )
 def test_cnn_output_shapes(in_channels, size):
     host = CNNHost(in_channels=in_channels, lifecycle=cfg())
-    assert list(host.slots) == ["block1", "block2"]
+    assert list(host.slots) == ["block0", "block1", "block2"]
     for slot_id in host.slots:
         grow(host.slots[slot_id], "conv_light", Stage.SHADOWING)
     out = host(torch.randn(3, in_channels, size, size))
@@ -807,11 +808,11 @@ def test_cnn_output_shapes(in_channels, size):
 
 def test_cnn_host_configurable_width_depth_classes():
     host = CNNHost(in_channels=3, num_classes=7, width=4, depth=5)
-    assert list(host.slots) == [f"block{i}" for i in range(1, 5)]
-    assert [s.dim for s in host.slots.values()] == [8, 16, 32, 64]
+    assert list(host.slots) == [f"block{i}" for i in range(5)]
+    assert [s.dim for s in host.slots.values()] == [4, 8, 16, 32, 64]
     assert host(torch.randn(2, 3, 32, 32)).shape == (2, 7)
     with pytest.raises(ValueError):
-        CNNHost(depth=1)
+        CNNHost(depth=0)
 
 
 def test_transformer_host_slots_and_shapes():

@@ -528,11 +528,11 @@ def test_grad_ratio_ema_is_bias_corrected():
 @pytest.mark.parametrize(
     ("ratio", "passes", "warns"),
     [
-        (0.04, False, False),  # below the threshold
-        (0.05, True, True),  # exactly at it
-        (0.055, True, True),  # within 20 % above
-        (0.0599, True, True),
-        (0.065, True, False),  # more than 20 % above
+        (0.19, False, False),  # below the CNN threshold (0.2)
+        (0.2, True, True),  # exactly at it
+        (0.22, True, True),  # within 20 % above
+        (0.2399, True, True),
+        (0.26, True, False),  # more than 20 % above
         (1.0, True, False),
     ],
 )

@@ -563,8 +563,8 @@ async def test_real_engine_germinate_from_the_dashboard_then_stop(run_dir):
             await wait_for(pilot, lambda: app.state.slots, "the engine's run_started", timeout=60)
             await drawn(pilot, app, *app.state.slots, timeout=30)
             assert "LIVE" in header(app) and "autopilot off" in header(app)
-            assert board(app).selected == "block1"
-            assert "DORMANT" in cards(app)["block1"]
+            assert board(app).selected == "block0"
+            assert "DORMANT" in cards(app)["block0"]
             await pilot.press("g")
             picker = await wait_for(pilot, lambda: isinstance(app.screen, BlueprintPicker) and app.screen, "picker")
             options = picker.query_one(OptionList)
@@ -573,10 +573,10 @@ async def test_real_engine_germinate_from_the_dashboard_then_stop(run_dir):
                     break
                 await pilot.press("down")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: notes.any("germinate block1 conv_light: applied"), "applied", timeout=30)
-            await wait_for(pilot, lambda: "GERMINATED" in cards(app)["block1"], "block1 GERMINATED", timeout=30)
-            assert "conv_light" in cards(app)["block1"]
-            assert app.state.slots["block1"].stage == "GERMINATED"
+            await wait_for(pilot, lambda: notes.any("germinate block0 conv_light: applied"), "applied", timeout=30)
+            await wait_for(pilot, lambda: "GERMINATED" in cards(app)["block0"], "block0 GERMINATED", timeout=30)
+            assert "conv_light" in cards(app)["block0"]
+            assert app.state.slots["block0"].stage == "GERMINATED"
             await pilot.press("q")
             await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "the quit dialog")
             await pilot.press("s")
