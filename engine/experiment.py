@@ -204,8 +204,8 @@ def run_experiment(
     from engine.tasks import load_task
     from engine.trainer import Trainer
 
+    task = load_task(base.task, base.data_dir)  # a bad task fails here, before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    task = load_task(base.task, base.data_dir)
     width = float({**task.host_kwargs, **base.host}[WIDTH_KEY[task.topology]])
     macs = MacCounter(base)
     results: dict[tuple[int, str], ArmRun] = {}
@@ -253,9 +253,12 @@ def render_report(base: RunConfig, seeds: list[int], arms: tuple[str, ...], resu
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [f"Wall time {seconds:.0f} s. Accuracy is the mean of the last {FINAL_EPOCHS} epochs' validation "
-              f"accuracy, then mean ± std over seeds.", "",
-              "| arm | val accuracy % | val loss | parameters | train time s | train MACs (M) | of which credit |",
-              "|---|---|---|---|---|---|---|"]
+              f"accuracy, then mean ± std over seeds. The grown arm runs every credit estimator side by side "
+              f"(for the calibration table), so its credit time is that of all three; MACs count the model's "
+              f"training passes (3x forward per example), credit MACs the shadow twins' training.", "",
+              "| arm | val accuracy % | val loss | parameters | train time s | of which credit s | "
+              "train MACs (M) | of which credit |",
+              "|---|---|---|---|---|---|---|---|"]
     for arm in arms:
         runs = [results[(s, arm)] for s in seeds if (s, arm) in results]
         if not runs:
@@ -265,7 +268,8 @@ def render_report(base: RunConfig, seeds: list[int], arms: tuple[str, ...], resu
             f"| {arm}: {ARM_TITLES[arm]} | {_mean_std([r.final_acc for r in runs])} | "
             f"{_mean_std([r.final_loss for r in runs], 4)} | "
             f"{params[0] if len(params) == 1 else f'{params[0]}–{params[-1]}'} | "
-            f"{_mean_std([r.seconds for r in runs])} | {_mean_std([r.macs / 1e6 for r in runs])} | "
+            f"{_mean_std([r.seconds for r in runs])} | {_mean_std([r.credit_seconds for r in runs])} | "
+            f"{_mean_std([r.macs / 1e6 for r in runs])} | "
             f"{_mean_std([r.credit_macs / 1e6 for r in runs])} |")
     if "grown" in arms and "host" in arms:
         gains = [results[(s, "grown")].final_acc - results[(s, "host")].final_acc for s in seeds]
