@@ -58,6 +58,12 @@ class OptimConfig(BaseModel):
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-2, gt=0)
     seed_lr: float | None = Field(None, gt=0)
+    training_lr_scale: float = Field(
+        0.1, gt=0, le=1,
+        description="a seed's learning rate while GERMINATED/TRAINING, as a fraction of seed_lr. Behind the "
+        "straight-through estimator the seed never sees its own effect, so at the host's step its delta "
+        "overshoots: blending it in then cost up to 23 accuracy points at alpha 0.1 on digits (measured)",
+    )
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, description="sgd only")
 

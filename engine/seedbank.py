@@ -154,11 +154,23 @@ class SeedBank:
             self.sync(slot)
 
     def set_lr(self, value: float) -> None:
-        """Set the learning rate of every optimizer (host and seeds)."""
+        """Set the learning rate of every optimizer (host and seeds; seeds behind the STE scaled)."""
         self.lr = self.seed_lr = value
-        for opt in self.optimizers():
-            for group in opt.param_groups:
-                group["lr"] = value
+        for group in self.host_opt.param_groups:
+            group["lr"] = value
+        for sid in self.seed_opts:
+            self._set_seed_lr(sid)
+
+    def seed_lr_for(self, slot: SeedSlot) -> float:
+        """A seed's learning rate in its stage: scaled down while it learns behind the STE."""
+        if slot.stage in (Stage.GERMINATED, Stage.TRAINING):
+            return self.seed_lr * self.config.training_lr_scale
+        return self.seed_lr
+
+    def _set_seed_lr(self, slot_id: str) -> None:
+        lr = self.seed_lr_for(self.host.slots[slot_id])
+        for group in self.seed_opts[slot_id].param_groups:
+            group["lr"] = lr
 
     # ------------------------------------------------------------------ bookkeeping
     def sync(self, slot: SeedSlot) -> None:
@@ -183,7 +195,9 @@ class SeedBank:
     def _apply(self, slot: SeedSlot, record: TransitionRecord) -> None:
         sid = slot.slot_id
         if record.target is Stage.GERMINATED and slot.seed is not None:
-            self.seed_opts[sid] = make_optimizer(slot.seed.parameters(), self.config, self.seed_lr)
+            self.seed_opts[sid] = make_optimizer(slot.seed.parameters(), self.config, self.seed_lr_for(slot))
+        elif record.target is Stage.BLENDING and sid in self.seed_opts:
+            self._set_seed_lr(sid)  # out from behind the STE: the seed now learns at full step
         elif record.target is Stage.CULLED:
             self.seed_opts.pop(sid, None)
         elif record.target is Stage.FOSSILIZED and slot.seed is not None:
@@ -222,7 +236,8 @@ class SeedBank:
         self.host_opt.load_state_dict(state["host_opt"])
         self.seed_opts = {}
         for sid, opt_state in state["seed_opts"].items():
-            opt = make_optimizer(self.host.slots[sid].seed.parameters(), self.config, self.seed_lr)
+            opt = make_optimizer(self.host.slots[sid].seed.parameters(), self.config,
+                                 self.seed_lr_for(self.host.slots[sid]))
             opt.load_state_dict(opt_state)
             self.seed_opts[sid] = opt
         self.version += 1

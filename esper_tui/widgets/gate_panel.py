@@ -38,13 +38,14 @@ def check_rows(gate: GateView | None) -> list[tuple[str, str, str, str]]:
     rows = []
     for check in gate.checks:
         result = "PASS" if check.passed else ("FAIL forced" if gate.forced else "FAIL")
-        value = fmt_value(check.value)
+        name, value = check.name, fmt_value(check.value)
         credit = check.credit
         if credit is not None and credit.counterfactual is not None:
-            # A credit check shows the whole estimate and how it was measured, not one bare number.
-            estimate = fmt_credit(credit.counterfactual, credit.credit_low, credit.credit_high)
-            value = f"{value}  ({estimate} {credit.credit_method or ''})".replace(" )", ")")
-        rows.append((result, check.name, value, fmt_value(check.threshold)))
+            # A credit check shows the whole estimate (the value checked is one end of it or its
+            # point) and how it was measured, not one bare number.
+            value = fmt_credit(credit.counterfactual, credit.credit_low, credit.credit_high)
+            name = f"{name} ({credit.credit_method})" if credit.credit_method else name
+        rows.append((result, name, value, fmt_value(check.threshold)))
     return rows
 
 

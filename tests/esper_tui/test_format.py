@@ -11,6 +11,7 @@ from esper_tui.format import (
     DASH,
     STAGES,
     alpha_bar,
+    fmt_credit,
     fmt_fixed,
     fmt_int,
     fmt_num,
@@ -111,3 +112,10 @@ def test_sparkline_edge_cases():
     assert sparkline([0.3], 0.05, 0) == ("", [])
     chars, _ = sparkline([0.0, 0.0], None, 5)
     assert chars == BLOCKS[0] * 2  # all zero: lowest, not full
+
+
+def test_credit_reads_as_point_and_interval_and_never_as_zero_when_missing():
+    assert fmt_credit(1.84, 0.92, 2.71) == "cf +1.8 [+0.9, +2.7]"
+    assert fmt_credit(-0.04, -1.0, 0.96) == "cf +0.0 [-1.0, +1.0]"  # no "-0.0"
+    assert fmt_credit(2.0, None, None) == "cf +2.0"
+    assert fmt_credit(None, None, None) == f"cf {DASH}"

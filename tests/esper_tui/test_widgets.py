@@ -14,7 +14,7 @@ from textual.app import App, ComposeResult
 from textual.color import Color
 from textual.widget import Widget
 
-from engine.gates import GateCheck
+from engine.gates import CreditReport, GateCheck
 from engine.telemetry.events import (
     EpochCompleted,
     GateEvaluated,
@@ -297,6 +297,38 @@ def test_sparkline_content_styles_below_threshold_as_error():
     assert content.plain == "▁ █"
     styles = {content.plain[span.start:span.end]: str(span.style) for span in content.spans}
     assert styles["▁"] == "$error" and styles["█"] == "$success"
+
+
+def probation_events() -> list:
+    """block1 in PROBATIONARY with a measured credit, then its G5 verdict."""
+    credit = dict(counterfactual=1.8, credit_low=0.9, credit_high=2.7, credit_method="shadow_twin")
+    return [*run_events(),
+            EpochCompleted(**base(40, 9), train_loss=0.2, val_loss=0.3, val_accuracy=95.0, slots=(
+                report("block1", "PROBATIONARY", blueprint="conv_light", seed_id="block1#1", epochs_in_stage=3,
+                       alpha=1.0, params=1234, **credit),
+                report("block2", "DORMANT"))),
+            GateEvaluated(**base(41, 9), slot="block1", gate="G5", target="FOSSILIZED", passed=False, checks=(
+                GateCheck(name="epochs_in_stage", value=3, threshold=3, passed=True),
+                GateCheck(name="credit_low", value=0.9, threshold=1.0, passed=False, credit=CreditReport(**credit)),
+            ))]
+
+
+@pytest.mark.asyncio
+async def test_slot_card_shows_credit_with_its_interval():
+    state = apply_all(RunState(), probation_events())
+    card = SlotCard("block1", id="c1")
+    app = WidgetApp(card)
+    async with app.run_test(size=SIZE) as pilot:
+        card.show(state, "block1")
+        await pilot.pause()
+        assert "cf +1.8 [+0.9, +2.7]" in card.text
+        assert "cf +1.8 [+0.9, +2.7]" in screen_text(app)  # credit leads its line, so it is never cut off
+
+
+def test_gate_rows_show_the_credit_estimate_and_its_method():
+    state = apply_all(RunState(), probation_events())
+    rows = check_rows(state.slots["block1"].gate)
+    assert ("FAIL", "credit_low (shadow_twin)", "cf +1.8 [+0.9, +2.7]", "1") in rows
 
 
 # ---------------------------------------------------------------------------- gate panel
