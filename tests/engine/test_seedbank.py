@@ -109,7 +109,8 @@ class TestGerminate:
         assert set(r.bank.seed_opts) == {"block1"}
         opt = r.bank.seed_opts["block1"]
         assert ids(p for g in opt.param_groups for p in g["params"]) == ids(slot.seed.parameters())
-        assert all(g["lr"] == r.bank.seed_lr for g in opt.param_groups)
+        # Behind the STE (GERMINATED, TRAINING) a seed steps at a fraction of its learning rate.
+        assert all(g["lr"] == pytest.approx(r.bank.seed_lr * 0.1) for g in opt.param_groups)
         assert r.bank.optimizers() == [r.bank.host_opt, opt]
         # The host optimizer does not hold the seed on trial.
         host_ids = ids(p for g in r.bank.host_opt.param_groups for p in g["params"])
@@ -118,8 +119,17 @@ class TestGerminate:
     def test_seed_lr_is_used_for_seed_optimizers(self):
         r = Rig(OptimConfig(lr=1e-3, seed_lr=5e-3))
         r.bank.germinate("block2", "attention", "operator")
-        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == 5e-3
+        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == pytest.approx(5e-4)  # behind the STE
         assert r.bank.host_opt.param_groups[0]["lr"] == 1e-3
+        r.bank.advance("block2", True, "operator")  # TRAINING: still behind the STE
+        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == pytest.approx(5e-4)
+        r.bank.advance("block2", True, "operator")  # BLENDING: the seed's output counts, full step
+        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == 5e-3
+
+    def test_training_lr_scale_is_configurable(self):
+        r = Rig(OptimConfig(lr=1e-3, training_lr_scale=1.0))
+        r.bank.germinate("block2", "attention", "operator")
+        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == 1e-3
 
     def test_unknown_blueprint_is_refused(self):
         r = Rig()
@@ -360,8 +370,10 @@ class TestSetLr:
         r.bank.set_lr(0.02)
         groups = [g for opt in r.bank.optimizers() for g in opt.param_groups]
         assert len(groups) == 2  # host (with the fossil folded in) and the live seed
-        assert all(g["lr"] == 0.02 for g in groups)
+        assert groups[0]["lr"] == 0.02 and groups[1]["lr"] == pytest.approx(0.002)  # seed behind the STE
         assert r.bank.lr == r.bank.seed_lr == 0.02
+        r.bank.advance("block2", True, "operator")
+        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == 0.02
 
     def test_later_optimizers_use_new_lr(self):
         r = Rig()
