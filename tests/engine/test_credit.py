@@ -294,3 +294,29 @@ def test_on_the_default_task_the_grown_run_beats_its_seedless_twin(tmp_path):
             assert any(e.kind == "stage_changed" and str(e.to_stage) == "FOSSILIZED" for e in events)
     gain = sum(accs["grown"][-5:]) / 5 - sum(accs["twin"][-5:]) / 5
     assert gain > 1.5, f"grown minus twin over the last 5 epochs: {gain:+.2f} points"
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_twins_and_logs_the_same_credit(tmp_path):
+    """The twin and the credit window travel in the checkpoint: stopping mid-trial and resuming gives
+    exactly the credit the uninterrupted run logged."""
+    cfg = quick_config(epochs=16, checkpoint_every=1)
+    Trainer(cfg, tmp_path / "whole", serve_commands=False).run()
+    whole = [e for e in read_events(tmp_path / "whole" / "events.jsonl").events if e.kind == "epoch_completed"]
+    on_trial = [e.epoch for e in whole if any(r.credit_method == "shadow_twin" for r in e.slots)]
+    assert len(on_trial) >= 3, "no seed was on trial long enough to stop in the middle"
+    stop = on_trial[1]  # a twin exists and the window holds one epoch
+    first = Trainer(cfg.model_copy(update={"epochs": stop}), tmp_path / "split", serve_commands=False)
+    first.run()
+    assert first.credit.twins, "the run stopped without a twin to save"
+    resumed = Trainer(cfg, tmp_path / "split", resume=True, serve_commands=False)
+    resumed._build()
+    assert set(resumed.credit.twins) == set(first.credit.twins)
+    resumed.run()
+    split = [e for e in read_events(tmp_path / "split" / "events.jsonl").events if e.kind == "epoch_completed"]
+
+    def credits(reports):
+        return [(e.epoch, [(r.slot, r.counterfactual, r.credit_low, r.credit_high, r.credit_method) for r in e.slots])
+                for e in reports if e.epoch > stop]
+
+    assert credits(split) == credits(whole)
