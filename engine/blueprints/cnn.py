@@ -11,9 +11,7 @@ __all__ = [
     "GroupNormSeed",
     "SqueezeExciteSeed",
     "DepthwiseSeed",
-    "ConvLightSeed",
-    "ConvHeavySeed",
-    "ConvWideSeed",
+    "ConvPairSeed",
     "WIDE_HIDDEN",
     "group_count",
 ]
@@ -94,39 +92,20 @@ class DepthwiseSeed(nn.Module):
         return x + self.pw(torch.relu(self.bn(self.dw(x))))
 
 
-class ConvLightSeed(nn.Module):
-    """y = x + conv3x3_b(relu(bn(conv3x3_a(x)))), bottleneck width h = max(1, C//2).
+class ConvPairSeed(nn.Module):
+    """y = x + conv3x3_b(relu(bn(conv3x3_a(x)))) through a hidden layer of `hidden` channels.
 
-    conv_a: C -> h (no bias), bn: BatchNorm2d(h), conv_b: h -> C with bias,
-    zero-initialised (identity at init). Input/output: (B, C, H, W).
+    conv_a: C -> hidden (no bias), bn: BatchNorm2d(hidden), conv_b: hidden -> C with bias,
+    zero-initialised (identity at init). No BN/ReLU after conv_b: the delta must be signed and
+    exactly zero at init. Input/output: (B, C, H, W). `conv_light` (hidden C/2), `conv_heavy` (C,
+    a basic residual block) and `conv_wide` (max(WIDE_HIDDEN, C)) differ only in the hidden width.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
-        hidden = _half(channels)
         self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(hidden)
         self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(torch.relu(self.bn(self.conv1(x))))
-
-
-class ConvHeavySeed(nn.Module):
-    """y = x + conv3x3_b(relu(bn(conv3x3_a(x)))) at full width C (a basic residual block).
-
-    conv_a: C -> C (no bias), bn: BatchNorm2d(C), conv_b: C -> C with bias,
-    zero-initialised (identity at init). No BN/ReLU after conv_b: the delta must be
-    signed and exactly zero at init. Input/output: (B, C, H, W).
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
@@ -140,28 +119,12 @@ class ConvHeavySeed(nn.Module):
 WIDE_HIDDEN = 16
 
 
-class ConvWideSeed(nn.Module):
-    """y = x + conv3x3_b(relu(bn(conv3x3_a(x)))) through a hidden layer of max(WIDE_HIDDEN, C) channels.
-
-    conv_a: C -> H (no bias), bn: BatchNorm2d(H), conv_b: H -> C with bias, zero-initialised
-    (identity at init). Adds capacity where the host is narrow. Input/output: (B, C, H, W).
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        hidden = _wide(channels)
-        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(hidden)
-        self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(torch.relu(self.bn(self.conv1(x))))
-
-
 def _wide(channels: int) -> int:
     return max(WIDE_HIDDEN, channels)
+
+
+def _pair_params(c: int, hidden: int) -> int:
+    return 18 * c * hidden + 2 * hidden + c
 
 
 # ---------------------------------------------------------------------------
@@ -205,31 +168,31 @@ def _depthwise(dim: int) -> nn.Module:
 @register(
     "cnn",
     "conv_light",
-    param_count=lambda c: 18 * c * _half(c) + 2 * _half(c) + c,
+    param_count=lambda c: _pair_params(c, _half(c)),
     identity_at_init=True,
     description="Bottleneck 3x3 conv pair (C -> C/2 -> C), last conv zero-init",
 )
 def _conv_light(dim: int) -> nn.Module:
-    return ConvLightSeed(dim)
+    return ConvPairSeed(dim, _half(dim))
 
 
 @register(
     "cnn",
     "conv_heavy",
-    param_count=lambda c: 18 * c * c + 3 * c,
+    param_count=lambda c: _pair_params(c, c),
     identity_at_init=True,
     description="Full-width 3x3 conv-BN-ReLU-conv residual block, last conv zero-init",
 )
 def _conv_heavy(dim: int) -> nn.Module:
-    return ConvHeavySeed(dim)
+    return ConvPairSeed(dim, dim)
 
 
 @register(
     "cnn",
     "conv_wide",
-    param_count=lambda c: 18 * c * _wide(c) + 2 * _wide(c) + c,
+    param_count=lambda c: _pair_params(c, _wide(c)),
     identity_at_init=True,
     description=f"3x3 conv pair through a wide hidden layer (C -> max({WIDE_HIDDEN}, C) -> C), last conv zero-init",
 )
 def _conv_wide(dim: int) -> nn.Module:
-    return ConvWideSeed(dim)
+    return ConvPairSeed(dim, _wide(dim))
