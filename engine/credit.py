@@ -32,6 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from engine.config import CreditConfig, OptimConfig
 from engine.lifecycle import COUNTERFACTUAL_STAGES, Stage
 from engine.objective import evaluate, task_loss
+from engine.seedbank import SeedBank
 from engine.slot import SeedSlot, TransitionRecord
 
 CREDIT_METHODS = ("shadow_twin", "ablation_bn", "ablation")
@@ -99,13 +100,11 @@ class Twin:
     twin, but later lifecycle moves of the real run are not mirrored).
     """
 
-    def __init__(self, slot_id: str, seed_id: str | None, host: nn.Module, bank: Any) -> None:
+    def __init__(self, slot_id: str, seed_id: str | None, host: nn.Module, bank: SeedBank) -> None:
         self.slot_id, self.seed_id, self.host, self.bank = slot_id, seed_id, host, bank
 
     @classmethod
-    def fork(cls, slot: SeedSlot, host: nn.Module, bank: Any) -> Twin:
-        from engine.seedbank import SeedBank  # seedbank imports slot; keep this module light to import
-
+    def fork(cls, slot: SeedSlot, host: nn.Module, bank: SeedBank) -> Twin:
         twin_host = copy.deepcopy(host)
         twin_host.slots[slot.slot_id].clear()
         state = copy.deepcopy(bank.state_dict())
@@ -136,8 +135,6 @@ class Twin:
     @classmethod
     def from_state(cls, state: dict[str, Any], build_host: Callable[[], nn.Module], optim: OptimConfig) -> Twin:
         """Rebuild a saved twin; `build_host` makes a fresh host on the run's device."""
-        from engine.seedbank import SeedBank
-
         host = build_host()
         for sid, slot_state in state["slots"].items():
             host.slots[sid].import_state(slot_state)
@@ -158,7 +155,7 @@ class CreditBook:
         self,
         config: CreditConfig,
         host: nn.Module,
-        bank: Any,
+        bank: SeedBank,
         *,
         val_batches: Batches,
         calibration_batches: Batches,

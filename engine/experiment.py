@@ -129,7 +129,6 @@ def read_arm(arm: str, seed: int, run_dir: Path, macs: MacCounter, config: RunCo
     twins: set[str] = set()
     last_report: dict[str, dict[str, Any]] = {}
     blended: set[str] = set()     # seed ids that ever entered BLENDING
-    stage_of: dict[str, str] = {}
     for e in read_events(run_dir / "events.jsonl").events:
         kind = e.kind
         if kind == "epoch_completed":
@@ -145,7 +144,6 @@ def read_arm(arm: str, seed: int, run_dir: Path, macs: MacCounter, config: RunCo
                 last_report[r.slot] = r.model_dump()
         elif kind == "stage_changed":
             sid, target = e.slot, str(e.to_stage)
-            stage_of[sid] = target
             if target in ("TRAINING", "BLENDING", "SHADOWING", "PROBATIONARY", "FOSSILIZED"):
                 active[sid] = e.blueprint
             else:
