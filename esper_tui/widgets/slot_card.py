@@ -56,7 +56,8 @@ def card_lines(view: SlotView) -> CardLines:
         alpha=f"alpha {fmt_fixed(view.alpha)} {alpha_bar(view.alpha, ALPHA_BAR_WIDTH)}",
         ratio=ratio,
         ratio_below=below,
-        detail=f"{cf}  {view.epochs_in_stage} epochs in stage",  # credit first: it survives truncation
+        # credit first: it survives truncation
+        detail=f"{cf}  {view.epochs_in_stage} epoch{'' if view.epochs_in_stage == 1 else 's'} in stage",
         params=f"{fmt_int(view.params)} params" if view.params else "",
     )
 
