@@ -434,7 +434,8 @@ class Trainer:
                 fitting = tuple(n for n in names if blueprints.param_count(topology, n, slot.dim) <= budget)
             views.append(SlotView(sid, slot.stage, slot.blueprint, slot.epochs_in_stage,
                                   slot.metrics.accuracy_at_stage_start, fitting, gates.get(sid)))
-        view = ControllerView(self.epoch, tuple(self.val_losses), tuple(self.val_accuracies), tuple(views), names)
+        view = ControllerView(self.epoch, tuple(self.val_losses), tuple(self.val_accuracies), tuple(views), names,
+                              planned_epochs=self.config.epochs)
         for d in self.controller.decide(view):
             self.emit(ev.ControllerDecision, action=d.action, slot=d.slot, blueprint=d.blueprint, reason=d.reason)
             if d.action == "germinate":

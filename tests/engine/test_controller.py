@@ -116,6 +116,25 @@ class TestAccuracyPlateau:
 
 # ====================================================================== germination
 class TestGermination:
+    RISING = (70.0, 72.0, 74.0, 76.0, 78.0)  # still learning: never a plateau
+
+    def test_the_first_seed_is_grown_by_the_deadline_even_without_a_plateau(self):
+        ctl = Controller()
+        before = ControllerView(23, FLAT_LOSSES, self.RISING, (dormant(),), BLUEPRINTS, planned_epochs=60)
+        assert ctl.decide(before) == []  # 40 % of 60 is epoch 24
+        at = ControllerView(24, FLAT_LOSSES, self.RISING, (dormant(),), BLUEPRINTS, planned_epochs=60)
+        [d] = ctl.decide(at)
+        assert d.action == "germinate" and "no plateau by epoch 24" in d.reason and "60 planned" in d.reason
+
+    def test_the_deadline_forces_only_the_first_seed_and_can_be_turned_off(self):
+        ctl = Controller()
+        ctl.last_germination_epoch = 10
+        late = ControllerView(40, FLAT_LOSSES, self.RISING, (dormant(),), BLUEPRINTS, planned_epochs=60)
+        assert ctl.decide(late) == []
+        never = Controller(ControllerConfig(first_growth_by=1.0))
+        assert never.decide(late) == []
+        assert Controller().decide(ControllerView(40, FLAT_LOSSES, self.RISING, (dormant(),), BLUEPRINTS)) == []
+
     def test_defaults_match_the_spec(self):
         c = ControllerConfig()
         assert (c.min_epoch, c.stable_window, c.stable_rel_improvement) == (5, 3, 0.03)
