@@ -298,16 +298,24 @@ def test_on_the_default_task_the_grown_run_beats_its_seedless_twin(tmp_path):
 
 @pytest.mark.slow
 def test_a_resumed_run_keeps_its_twins_and_logs_the_same_credit(tmp_path):
-    """The twin and the credit window travel in the checkpoint: stopping mid-trial and resuming gives
-    exactly the credit the uninterrupted run logged."""
+    """The twin and the credit window travel in the checkpoint: stopping mid-trial (same config, so the
+    same planned epochs) and resuming gives exactly the credit the uninterrupted run logged."""
     cfg = quick_config(epochs=16, checkpoint_every=1)
     Trainer(cfg, tmp_path / "whole", serve_commands=False).run()
     whole = [e for e in read_events(tmp_path / "whole" / "events.jsonl").events if e.kind == "epoch_completed"]
     on_trial = [e.epoch for e in whole if any(r.credit_method == "shadow_twin" for r in e.slots)]
     assert len(on_trial) >= 3, "no seed was on trial long enough to stop in the middle"
     stop = on_trial[1]  # a twin exists and the window holds one epoch
-    first = Trainer(cfg.model_copy(update={"epochs": stop}), tmp_path / "split", serve_commands=False)
+    first = Trainer(cfg, tmp_path / "split", serve_commands=False)
+    whole_epoch = first._run_epoch
+
+    def epoch_then_stop_at(stop=stop):  # the operator's graceful stop, right after epoch `stop`
+        whole_epoch()
+        first.stop_requested = first.stop_requested or first.epoch == stop
+
+    first._run_epoch = epoch_then_stop_at
     first.run()
+    assert first.epoch == stop
     assert first.credit.twins, "the run stopped without a twin to save"
     resumed = Trainer(cfg, tmp_path / "split", resume=True, serve_commands=False)
     resumed._build()
