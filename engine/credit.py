@@ -111,11 +111,11 @@ class Twin:
         state["seed_opts"].pop(slot.slot_id, None)
         twin_bank = SeedBank(twin_host, bank.config, _ignore, _ignore)
         twin_bank.load_state_dict(state)
-        return cls(slot.slot_id, slot.seed_id, twin_host, twin_bank)
+        return cls(slot.slot_id, slot.seed_id, twin_host.train(), twin_bank)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, amp) -> None:
-        """One optimizer step on the same batch as the real run (no sync)."""
-        self.host.train()
+        """One optimizer step on the same batch as the real run (no sync). The twin stays in train
+        mode (`evaluate` restores the mode it found), so no per-step walk over its modules."""
         with amp:
             loss = task_loss(self.host(x), y)
         self.bank.zero_grad()
@@ -141,7 +141,7 @@ class Twin:
         host.load_state_dict(state["model"])
         bank = SeedBank(host, optim, _ignore, _ignore)
         bank.load_state_dict(state["bank"])
-        return cls(state["slot"], state["seed_id"], host, bank)
+        return cls(state["slot"], state["seed_id"], host.train(), bank)
 
 
 def _ignore(*_args: Any, **_kwargs: Any) -> None:

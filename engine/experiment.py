@@ -230,6 +230,8 @@ def run_experiment(
                 fossils = dict(run.fossils)
             done += 1
             extra = f"  fossils {fossils}" if arm == "grown" else ""
+            if run.exit_code:  # its numbers still count up to where it stopped; say so, loudly
+                extra += f"  FAILED (exit {run.exit_code}: see {run_dir / 'events.jsonl'})"
             print(f"{_bar(done, total)} seed {seed} {arm:5s} acc {run.final_acc:6.2f}%  loss {run.final_loss:.4f}  "
                   f"{time.perf_counter() - t0:5.1f} s{extra}", file=stream, flush=True)
     report = render_report(base, seeds, arms, results, command, time.perf_counter() - started, task.topology)
@@ -262,8 +264,10 @@ def render_report(base: RunConfig, seeds: list[int], arms: tuple[str, ...], resu
         if not runs:
             continue
         params = sorted({r.params for r in runs})
+        failed = sum(1 for r in runs if r.exit_code)
         lines.append(
-            f"| {arm}: {ARM_TITLES[arm]} | {_mean_std([r.final_acc for r in runs])} | "
+            f"| {arm}: {ARM_TITLES[arm]}{f' ({failed} run(s) FAILED)' if failed else ''} | "
+            f"{_mean_std([r.final_acc for r in runs])} | "
             f"{_mean_std([r.final_loss for r in runs], 4)} | "
             f"{params[0] if len(params) == 1 else f'{params[0]}–{params[-1]}'} | "
             f"{_mean_std([r.seconds for r in runs])} | {_mean_std([r.credit_seconds for r in runs])} | "

@@ -143,8 +143,7 @@ class SeedBank:
         """Build a seed into `slot_id` as plain host from the start (see `SeedSlot.graft_fossil`)."""
         slot = self.host.slots[slot_id]
         slot.graft_fossil(blueprint)
-        fold_in(self.host_opt, list(slot.seed.parameters()))
-        self.fossil_order.append(slot_id)
+        self._join_host(slot_id, slot)
         self.version += 1
 
     def end_epoch(self) -> None:
@@ -201,12 +200,15 @@ class SeedBank:
         elif record.target is Stage.CULLED:
             self.seed_opts.pop(sid, None)
         elif record.target is Stage.FOSSILIZED and slot.seed is not None:
-            # The seed is plain host now: its parameters join the host optimizer's own group (one
-            # group, one fused update per step, exactly like a model that was built this size).
             self.seed_opts.pop(sid, None)
-            fold_in(self.host_opt, list(slot.seed.parameters()))
-            self.fossil_order.append(sid)
+            self._join_host(sid, slot)
         self.version += 1
+
+    def _join_host(self, slot_id: str, slot: SeedSlot) -> None:
+        # The seed is plain host now: its parameters join the host optimizer's own group (one group,
+        # one fused update per step, exactly like a model that was built this size).
+        fold_in(self.host_opt, list(slot.seed.parameters()))
+        self.fossil_order.append(slot_id)
 
     def log_gate(self, slot_id: str, result: GateResult) -> None:
         """Log one gate verdict (`gate_evaluated`); an illegal edge has no gate and logs nothing."""

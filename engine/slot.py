@@ -141,10 +141,7 @@ class SeedSlot(nn.Module):
         can_build = registered and self.stage is Stage.DORMANT
         module, shape_out, n_params = None, None, None
         if can_build:
-            ref = self.alpha_t
-            module = blueprints.create(self.topology, blueprint, self.dim).to(device=ref.device, dtype=ref.dtype)
-            if self.topology == "cnn":
-                module = module.to(memory_format=torch.channels_last)
+            module = self._build(blueprint)
             n_params = sum(p.numel() for p in module.parameters())
             shape_out = self._probe(module)[0]
         inputs = GateInputs(
@@ -242,12 +239,8 @@ class SeedSlot(nn.Module):
         """
         if self.stage is not Stage.DORMANT or not blueprints.is_registered(self.topology, blueprint):
             raise ValueError(f"cannot build {blueprint!r} into slot {self.slot_id} ({self.stage})")
-        ref = self.alpha_t
-        module = blueprints.create(self.topology, blueprint, self.dim).to(device=ref.device, dtype=ref.dtype)
-        if self.topology == "cnn":
-            module = module.to(memory_format=torch.channels_last)
         self.seeds_created += 1
-        self.seed, self.blueprint, self.seed_id = module, blueprint, f"{self.slot_id}#{self.seeds_created}"
+        self.seed, self.blueprint, self.seed_id = self._build(blueprint), blueprint, f"{self.slot_id}#{self.seeds_created}"
         self.stage = Stage.FOSSILIZED
         self._set_alpha(1.0)
 
@@ -341,15 +334,17 @@ class SeedSlot(nn.Module):
             )
         self.seed = None
         if self.blueprint is not None and self.stage in LIVE_STAGES | {Stage.FOSSILIZED}:
-            ref = self.alpha_t
-            module = blueprints.create(self.topology, self.blueprint, self.dim).to(ref.device, ref.dtype)
-            if self.topology == "cnn":
-                module = module.to(memory_format=torch.channels_last)
-            self.seed = module
+            self.seed = self._build(self.blueprint)
         self._set_alpha(float(state["alpha"]))
         self._pending = []
 
     # ------------------------------------------------------------------ internals
+    def _build(self, blueprint: str) -> nn.Module:
+        """A fresh seed module from `blueprint`, on this slot's device and dtype (channels_last for CNNs)."""
+        ref = self.alpha_t
+        module = blueprints.create(self.topology, blueprint, self.dim).to(device=ref.device, dtype=ref.dtype)
+        return module.to(memory_format=torch.channels_last) if self.topology == "cnn" else module
+
     def _probe(self, module: nn.Module) -> tuple[tuple[int, ...] | None, bool]:
         """Run `module` once on a fixed random probe: (output shape, all finite). Never raises."""
         ref = self.alpha_t

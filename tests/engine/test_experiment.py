@@ -64,3 +64,11 @@ def test_esper_tui_experiment_help_names_the_arms():
                           text=True, timeout=60)
     assert proc.returncode == 0
     assert "esper-tui experiment" in proc.stdout and "--seeds" in proc.stdout and "--arms" in proc.stdout
+
+
+def test_a_failed_arm_is_said_to_have_failed(tmp_path):
+    out = io.StringIO()
+    cfg = quick_config(epochs=3).model_copy(update={"faults": quick_config().faults.model_copy(update={"crash_at_epoch": 2})})
+    path = run_experiment(cfg, [0], tmp_path, arms=("host",), stream=out)
+    assert "FAILED (exit 1" in out.getvalue()
+    assert "(1 run(s) FAILED)" in path.read_text()
