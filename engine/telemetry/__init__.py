@@ -34,6 +34,7 @@ from engine.telemetry.events import (
     StepMetrics,
     WarningEvent,
 )
+from engine.telemetry.logwriter import RunLogWriter
 from engine.telemetry.progress import ProgressPrinter
 from engine.telemetry.runlog import (
     LOG_NAME,
@@ -41,7 +42,6 @@ from engine.telemetry.runlog import (
     LogFollower,
     LogProblem,
     LogRead,
-    RunLogWriter,
     follow,
     iter_events,
     last_seq,

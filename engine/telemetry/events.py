@@ -140,6 +140,11 @@ class RunStarted(EventBase):
         default_factory=dict, description="blueprint name → one-line description, for the topology"
     )
     resumed: bool = False
+    resumed_from_epoch: int | None = Field(
+        default=None,
+        description="on a resume: the checkpoint's epoch; events of later epochs written before this "
+        "run_started are superseded (the run went on from here), and readers drop them",
+    )
 
 
 class StepMetrics(EventBase):

@@ -1,6 +1,6 @@
-"""The run log on disk: RUN_DIR/events.jsonl, one event per line. Writer, reader and follower.
+"""The run log on disk: RUN_DIR/events.jsonl, one event per line. Reader and follower.
 
-Owns the file format, its permissions and crash tolerance. Knows the event models, nothing about
+Owns the file format and crash tolerance on the reading side (the writer is in `logwriter`). Knows the event models, nothing about
 training or the dashboard. Lines are parsed as data by pydantic, never evaluated.
 """
 
@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Literal
 
 from pydantic import ValidationError
 
-from engine.telemetry.events import EVENT_ADAPTER, Event, EventBase
+from engine.telemetry.events import EVENT_ADAPTER, Event
 
 LOG_NAME = "events.jsonl"
 _TAIL_CHUNK = 64 * 1024
@@ -77,7 +77,8 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-def _parse(line: bytes) -> Event:
+def parse_line(line: bytes) -> Event:
+    """One log line (bytes) → its validated event; raises pydantic.ValidationError."""
     return EVENT_ADAPTER.validate_json(line)
 
 
@@ -96,7 +97,7 @@ def _iter_lines(log: Path, strict: bool, found: list[LogProblem]) -> Iterator[Ev
     with open(log, "rb") as f:
         for line_no, line in enumerate(f, 1):
             try:
-                yield _parse(line)
+                yield parse_line(line)
             except ValidationError as exc:
                 if not line.strip():
                     continue  # blank lines are harmless; checked only on failure to keep the loop lean
@@ -159,108 +160,12 @@ def last_seq(path: str | os.PathLike[str]) -> int:
             for line in reversed(lines):
                 if line.strip():
                     try:
-                        return _parse(line).seq
+                        return parse_line(line).seq
                     except ValidationError:
                         continue
             if start == 0:
                 return 0
             window *= 4
-
-
-def _open_private(path: Path, append: bool) -> int:
-    """Open the log for writing, owner-only (SPEC §8), creating its directory if needed."""
-    parent = path.parent
-    if not parent.exists():
-        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(parent, 0o700)  # umask may have narrowed it oddly; never touch a pre-existing dir
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
-    if hasattr(os, "fchmod"):
-        os.fchmod(fd, 0o600)  # an existing file keeps its old mode under O_CREAT
-    return fd
-
-
-def _repair_tail(path: Path) -> None:
-    """Before appending: end the file at a line boundary so new events never glue onto old bytes.
-
-    A partial last line that does not parse is a crash artifact that can never be completed, so it
-    is cut off; a complete event that only lacks its newline gets one.
-    """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    if size == 0:
-        return
-    with open(path, "r+b") as f:
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        start = max(0, size - _TAIL_CHUNK)
-        while True:
-            f.seek(start)
-            chunk = f.read(size - start)
-            cut = chunk.rfind(b"\n")
-            if cut >= 0 or start == 0:
-                break
-            start = max(0, start - 4 * _TAIL_CHUNK)
-        line_start = start + cut + 1
-        f.seek(line_start)
-        try:
-            _parse(f.read(size - line_start))
-        except ValidationError:
-            f.truncate(line_start)
-        else:
-            f.seek(size)
-            f.write(b"\n")
-
-
-class RunLogWriter:
-    """Writes events to a JSON Lines run log. An EventSink.
-
-    Buffered: `flush()` hands lines to the OS, `flush(fsync=True)` also forces them to disk, and
-    `close()` does both. `append=True` continues an existing log (a resumed run). The directory is
-    created owner-only (0o700) and the file is 0o600.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], append: bool = False, buffer_size: int = 1 << 16) -> None:
-        self.path = Path(path)
-        if append:
-            _repair_tail(self.path)
-        fd = _open_private(self.path, append)
-        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=buffer_size)
-
-    @property
-    def closed(self) -> bool:
-        """Whether `close()` has been called."""
-        return self._file.closed
-
-    def write(self, event: EventBase) -> None:
-        """Append one event as one line (stages by name, stage_changed's "from"/"to" by alias)."""
-        self._file.write(event.model_dump_json(by_alias=True) + "\n")
-
-    def flush(self, fsync: bool = False) -> None:
-        """Hand buffered lines to the OS; with `fsync`, wait until they are on disk."""
-        if self._file.closed:
-            return
-        self._file.flush()
-        if fsync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        """Flush, fsync and close. Idempotent."""
-        if self._file.closed:
-            return
-        try:
-            self.flush(fsync=True)
-        finally:
-            self._file.close()
-
-    def __enter__(self) -> RunLogWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class LogFollower:
@@ -305,7 +210,7 @@ class LogFollower:
         for line in lines:
             self.line_no += 1
             try:
-                events.append(_parse(line))
+                events.append(parse_line(line))
             except ValidationError as exc:
                 if line.strip():
                     self.problems.append(LogProblem(self.line_no, "invalid", _describe(exc)))
