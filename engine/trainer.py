@@ -39,7 +39,8 @@ from engine.seedbank import SeedBank
 from engine.slot import SeedSlot, TransitionRecord
 from engine.tasks import Task, load_task
 from engine.telemetry import events as ev
-from engine.telemetry.runlog import RunLogWriter, last_seq
+from engine.telemetry.logwriter import RunLogWriter
+from engine.telemetry.runlog import last_seq
 from engine.telemetry.sink import Emitter, EventSink, FanOut
 
 LOG_NAME = "events.jsonl"
