@@ -9,13 +9,28 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from engine.rundir import CHECKPOINT_NAME, StartError
+
 FORMAT = 1
-CHECKPOINT_NAME = "checkpoint.pt"
+# What `Trainer._capture` writes; a file missing any of these cannot be resumed from.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "step": int, "config": dict, "model": dict, "slots": dict, "bank": dict,
+    "controller": dict, "autopilot": bool, "history": dict, "rng": dict,
+}
+
+
+class CheckpointWriteError(OSError):
+    """Saving a checkpoint failed (disk full, I/O error): the previous checkpoint is kept."""
+
+
+class CheckpointError(StartError, ValueError):
+    """A checkpoint that cannot be resumed from: says which file, what is wrong and what to do."""
 
 
 def save(state: dict[str, Any], path: Path) -> Path:
@@ -25,16 +40,23 @@ def save(state: dict[str, Any], path: Path) -> Path:
     # A .tmp left by a crash mid-save may have other permissions (or be a link): start afresh, and
     # create exclusively so the mode below is the one the file really gets.
     tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        with open(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with open(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the previous checkpoint, if any, is untouched
+            raise
+    except OSError as exc:
+        raise CheckpointWriteError(exc.errno, f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:  # torch's zip writer reports a failed write as RuntimeError
+        if "write" not in str(exc).lower():
+            raise
+        raise CheckpointWriteError(0, f"cannot write checkpoint {path}: {exc}") from None
     return path
 
 
@@ -43,20 +65,44 @@ def load(path: Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    if not path.exists():
-        raise FileNotFoundError(
+    if not path.exists() and not path.is_symlink():
+        raise CheckpointError(
             f"no checkpoint at {path}: a run writes one every `checkpoint_every` epochs and when it "
             "stops; start a new run instead of --resume"
         )
+    advice = "it may be truncated, damaged or from another program: start a new run instead of --resume"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # O_NOFOLLOW: a link planted at checkpoint.pt is refused, not read through.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise CheckpointError(f"cannot open checkpoint {path}: {exc.strerror or exc}"
+                              + (" (it is a symbolic link)" if path.is_symlink() else "")) from None
+    try:
+        with open(fd, "rb") as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated, or holding objects that weights_only refuses
-        raise ValueError(
-            f"{path} is not a readable esper checkpoint ({type(exc).__name__}: {exc}); "
-            "it may be truncated or from another program: start a new run instead of --resume"
-        ) from exc
+        if isinstance(exc, pickle.UnpicklingError):
+            why = "it holds objects other than tensors and plain containers, which weights-only loading refuses"
+        else:  # the first line only, printable only: torch's messages carry terminal codes
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            why = f"{type(exc).__name__}: {''.join(c for c in first if c.isprintable())}"
+        raise CheckpointError(f"{path} is not a readable esper checkpoint ({why}); {advice}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an esper checkpoint of format {FORMAT}")
+        raise CheckpointError(f"{path} is not an esper checkpoint of format {FORMAT}; {advice}")
+    return state
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    """`load`, then check the file holds a whole run state (what `--resume` needs), else CheckpointError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    state = load(path)
+    for key, kind in _REQUIRED.items():
+        if not isinstance(state.get(key), kind):
+            what = "missing" if key not in state else f"a {type(state[key]).__name__}, not a {kind.__name__}"
+            raise CheckpointError(f"{path} is not a complete esper checkpoint ({key!r} is {what}): "
+                                  "start a new run instead of --resume")
     return state
 
 

@@ -47,7 +47,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-autopilot", dest="autopilot", action="store_false", default=None,
                    help="only the operator moves seeds")
     p.add_argument("--run-dir", help="where events.jsonl, control.sock and checkpoint.pt live (default runs/<time>-<task>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its checkpoint (its own config; --epochs moves its end)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --run-dir (its log and checkpoint are deleted)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -142,6 +145,7 @@ def experiment(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if unknown or not seeds or not arms:
         print(f"error: --arms takes some of {', '.join(ARMS)}; --seeds at least one seed", file=sys.stderr)
         return EXIT_USAGE
+    from engine.rundir import StartError
     from engine.tasks import TaskDataError
 
     out = Path(args.out or Path("runs") / f"experiment-{time.strftime('%Y%m%d-%H%M%S')}-{config.task}")
@@ -151,7 +155,7 @@ def experiment(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         words = words[1:]
     try:
         path = run_experiment(config, seeds, out, arms=arms, command=" ".join([prog, *words]))
-    except TaskDataError as exc:
+    except (TaskDataError, StartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"report: {path}", flush=True)
@@ -162,15 +166,25 @@ def train(args: argparse.Namespace) -> int:
     config = _config_or_none(args)
     if config is None:
         return EXIT_USAGE
-    run_dir = Path(args.resume or args.run_dir or default_run_dir(config.task))
-    if args.resume and not (run_dir / "checkpoint.pt").exists():
-        print(f"error: cannot resume: no checkpoint.pt in {run_dir} (is this a run directory?)", file=sys.stderr)
+    if args.resume and args.overwrite:
+        print("error: --resume continues a run and --overwrite replaces it: choose one", file=sys.stderr)
         return EXIT_USAGE
+    if args.resume and args.run_dir and Path(args.run_dir) != Path(args.resume):
+        print("error: --resume RUN_DIR already names the run directory; drop --run-dir", file=sys.stderr)
+        return EXIT_USAGE
+    run_dir = Path(args.resume or args.run_dir or default_run_dir(config.task))
     # Imported here so that `--help` and option errors answer without loading torch.
+    from engine.rundir import StartError
     from engine.telemetry.progress import ProgressPrinter
     from engine.trainer import Trainer
 
     sinks = () if args.quiet else (ProgressPrinter(sys.stdout),)
-    if not args.quiet:
-        print(f"run directory: {run_dir}", flush=True)
-    return Trainer(config, run_dir, resume=bool(args.resume), sinks=sinks).run()
+    try:
+        trainer = Trainer(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite,
+                          epochs=args.epochs if args.resume else None, sinks=sinks)
+        if not args.quiet:
+            print(f"run directory: {run_dir}", flush=True)
+        return trainer.run()
+    except StartError as exc:  # a wrong directory or checkpoint: one clear line, nothing logged
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

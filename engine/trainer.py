@@ -12,11 +12,14 @@ import itertools
 import math
 import os
 import platform
+import signal
+import sys
+import threading
 import time
 import traceback
 import uuid
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +38,18 @@ from engine.hosts import CNNHost, TransformerHost
 from engine.isolation import grad_sq_norms
 from engine.lifecycle import COUNTERFACTUAL_STAGES, LIVE_STAGES, Stage, gate_for, next_stage, probation_limit
 from engine.objective import Evaluation, task_loss
+from engine.rundir import LOG_NAME, RunDir, StartError
 from engine.seedbank import SeedBank
 from engine.slot import SeedSlot, TransitionRecord
 from engine.tasks import Task, load_task
 from engine.telemetry import events as ev
-from engine.telemetry.logwriter import RunLogWriter
+from engine.telemetry.logwriter import LogWriteError, RunLogWriter
 from engine.telemetry.runlog import last_seq
 from engine.telemetry.sink import Emitter, EventSink, FanOut
 
-LOG_NAME = "events.jsonl"
+# Applied commands that change what a governor rollback restores: the snapshot is retaken after
+# them, so a rollback never undoes an operator's decision (set_lr is re-applied instead).
+_STRUCTURAL_COMMANDS = frozenset({"germinate", "advance", "force_advance", "fossilize", "cull"})
 
 
 class StopRun(Exception):
@@ -73,7 +79,13 @@ def build_host(task: Task, config: RunConfig) -> nn.Module:
 
 
 class Trainer:
-    """Runs one training job in RUN_DIR, writing RUN_DIR/events.jsonl. `run()` returns an exit code."""
+    """Runs one training job in RUN_DIR, writing RUN_DIR/events.jsonl. `run()` returns an exit code.
+
+    Construction claims the run directory (lock, ownership, no run overwritten unless `overwrite`)
+    and, with `resume`, reads its checkpoint; both raise `StartError` (exit code 2) before anything
+    in the directory is written. With `resume` the checkpoint's config is used, `epochs` (if given)
+    moving the end of the run, never before the epoch already reached.
+    """
 
     def __init__(
         self,
@@ -81,18 +93,21 @@ class Trainer:
         run_dir: Path,
         *,
         resume: bool = False,
+        overwrite: bool = False,
+        epochs: int | None = None,
         sinks: tuple[EventSink, ...] = (),
         serve_commands: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.run_dir.chmod(0o700)
-        log_path = self.run_dir / LOG_NAME
-        saved = checkpoint.load(self.run_dir) if resume else None
-        self.config = RunConfig.model_validate(saved["config"]) if saved else config
-        if saved and config.epochs > self.config.epochs:  # allow extending a resumed run
-            self.config = self.config.model_copy(update={"epochs": config.epochs})
-        self.writer = RunLogWriter(log_path, append=resume)
+        self.claim = RunDir.claim(self.run_dir, "resume" if resume else "overwrite" if overwrite else "new")
+        try:
+            log_path = self.run_dir / LOG_NAME
+            saved = checkpoint.load_run(self.run_dir) if resume else None
+            self.config = _resumed_config(saved, epochs, self.run_dir) if saved else config
+            self.writer = RunLogWriter(log_path, append=resume)
+        except BaseException:
+            self.claim.release()
+            raise
         self.emitter = Emitter(FanOut(self.writer, *sinks), start_seq=last_seq(log_path) if resume else 0)
         self.serve_commands = serve_commands
         self.server: CommandServer | None = None
@@ -107,6 +122,10 @@ class Trainer:
         self.val_accuracies: list[float] = []
         self.rollbacks_in_a_row = 0
         self.warned: set[tuple[str | None, str]] = set()
+        self.stop_cause = "operator"
+        self.checkpoint_epoch: int | None = int(saved["epoch"]) if saved else None
+        self._in_epoch = False
+        self._hung_up = False
         self._saved = saved
         self._built = False
 
@@ -147,7 +166,14 @@ class Trainer:
                 raise ValueError(f"fossils: unknown slot {sid!r}; this host's slots are {', '.join(self.host.slots)}")
             self.bank.graft(sid, blueprint)
         if self._saved is not None:
-            self._restore(self._saved)
+            try:
+                self._restore(self._saved)
+            except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
+                raise checkpoint.CheckpointError(
+                    f"{self.run_dir / checkpoint.CHECKPOINT_NAME} does not fit this engine's {self.task.name} "
+                    f"host ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                    "start a new run instead of --resume"
+                ) from None
         self.snapshot = self._capture(copy=True)
         self._built = True
 
@@ -167,38 +193,106 @@ class Trainer:
 
     # ================================================================== the run
     def run(self) -> int:
-        """Train to the end (or until stopped). 0 on success or a graceful stop, 1 on a crash."""
+        """Train to the end (or until stopped). 0 on success or a graceful stop (operator, SIGTERM),
+        1 on a crash or a failed disk, 130 on Ctrl-C. The log always ends with a final event when
+        any byte can still be written. A checkpoint that does not fit this task raises
+        CheckpointError before anything is logged."""
+        try:
+            with self._signals():
+                return self._run()
+        finally:
+            if self.server is not None:
+                self.server.close()
+            try:
+                self.writer.close()
+            except OSError:
+                pass  # already reported by _storage_failed; the log ends at its last whole line
+            self.claim.release()
+
+    def _run(self) -> int:
         try:
             self._build()
+        except checkpoint.CheckpointError:
+            raise  # nothing is logged yet: the caller says what is wrong (exit 2)
+        except BaseException as exc:
+            return self._crashed(exc)
+        try:
             self._start_server()
             self._announce()
-            while self.epoch < self.config.epochs and not self.stop_requested:
-                self._safe_point()
-                if self.stop_requested:
-                    break
-                self._run_epoch()
+            try:
+                while self.epoch < self.config.epochs and not self.stop_requested:
+                    self._safe_point()
+                    if self.stop_requested:
+                        break
+                    self._run_epoch()
+            except StopRun:
+                pass
             status = "stopped" if self.stop_requested else "completed"
             self._save_checkpoint()
             self.emit(ev.RunFinished, status=status, final=self._final_metrics())
             return 0
-        except StopRun:
-            self._save_checkpoint()
-            self.emit(ev.RunFinished, status="stopped", final=self._final_metrics())
-            return 0
+        except (LogWriteError, checkpoint.CheckpointWriteError) as exc:
+            return self._storage_failed(exc)
         except BaseException as exc:  # the log must end with run_failed, whatever went wrong
+            return self._crashed(exc)
+
+    def _crashed(self, exc: BaseException) -> int:
+        try:
             self.emit(
                 ev.RunFailed,
                 error_type=type(exc).__name__,
                 message=str(exc) or type(exc).__name__,
                 traceback=traceback.format_exc(),
             )
-            if isinstance(exc, KeyboardInterrupt):
-                return 130
-            return 1
+        except LogWriteError as write_error:
+            print(f"error: {write_error}", file=sys.stderr)
+            traceback.print_exception(exc)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+    def _storage_failed(self, exc: OSError) -> int:
+        """The disk refused a write: stop, say so plainly, keep the last good checkpoint, end the log."""
+        kept = (f"the checkpoint of epoch {self.checkpoint_epoch} in {self.run_dir} is intact"
+                if self.checkpoint_epoch is not None else "there is no checkpoint to resume from "
+                "(checkpoint_every=0 writes one only at the end)")
+        resume = f"; free space, then continue with `esper-tui train --resume {self.run_dir}`" \
+            if self.checkpoint_epoch is not None else ""
+        message = (f"{exc}. Training stopped at epoch {self.epoch}, step {self.step}; the run log ends at its "
+                   f"last complete line; {kept}{resume}")
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        try:  # one short final line often still fits (the torn tail was cut off, freeing its space)
+            self.emit(ev.RunFailed, error_type="StorageError", message=message, traceback="")
+            self.emitter.flush(fsync=True)
+        except OSError:
+            pass
+        return 1
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM stops gracefully like the operator's `stop`; SIGHUP detaches from the terminal."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def on_term(signum: int, frame: object) -> None:
+            self.stop_requested = True
+            self.stop_cause = signal.Signals(signum).name
+
+        def on_hangup(signum: int, frame: object) -> None:
+            # The terminal is gone: progress lines would fail (EIO) or block. Send them nowhere and
+            # go on training; the log and the control socket are all a user needs to come back.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                os.dup2(devnull, fd)
+            os.close(devnull)
+            self._hung_up = True
+
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+                    signal.SIGHUP: signal.signal(signal.SIGHUP, on_hangup)}
+        try:
+            yield
         finally:
-            if self.server is not None:
-                self.server.close()
-            self.writer.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _announce(self) -> None:
         detach = {sid: s.blend_detach for sid, s in self.host.slots.items()}
@@ -220,6 +314,8 @@ class Trainer:
             planned_epochs=self.config.epochs,
             blueprints={n: blueprints.get(self.task.topology, n).description for n in blueprints.names(self.task.topology)},
             resumed=self._saved is not None,
+            resumed_from_epoch=int(self._saved["epoch"]) if self._saved else None,
+            resumed_after_seq=self._saved.get("seq") if self._saved else None,
         )
 
     def _start_server(self) -> None:
@@ -237,6 +333,7 @@ class Trainer:
     def _run_epoch(self) -> None:
         self.epoch += 1
         self.emitter.epoch = self.epoch
+        self._in_epoch = True
         faults = self.config.faults
         if faults.crash_at_epoch == self.epoch:
             raise RuntimeError(f"fault drill: crash requested at epoch {self.epoch}")
@@ -265,13 +362,21 @@ class Trainer:
         gates = self._evaluate_gates()
         if self.autopilot:
             self._autopilot(gates)
+        self._in_epoch = False
         if healthy:
             self.rollbacks_in_a_row = 0
-            self.snapshot = self._capture(copy=True)
+        # Every epoch end, healthy or not: after a rollback the weights are the restored healthy
+        # ones, and this epoch's lifecycle decisions must survive the next rollback.
+        self.snapshot = self._capture(copy=True)
         every = self.config.checkpoint_every
         if every and self.epoch % every == 0:
             self._save_checkpoint()
-        self.emitter.sink.flush(fsync=True)
+        self.emitter.flush(fsync=True)
+        if self._hung_up:
+            self._hung_up = False
+            self.emit(ev.WarningEvent, slot=None, code="terminal_hung_up",
+                      message=f"the terminal hung up: the run goes on detached, without progress lines; "
+                              f"watch it with `esper-tui attach {self.run_dir}`")
         self._keep_pace(started)
         if self.pause_after_epoch:
             self.pause_after_epoch = False
@@ -291,6 +396,8 @@ class Trainer:
         batches = self._batches("train")
         last = self.steps_per_epoch - 1
         for i, (x, y) in enumerate(batches):
+            if self.stop_requested:  # a signal: finish at this step, checkpoint, run_finished
+                raise StopRun
             if self.server is not None and self.server.has_pending():
                 self._safe_point()
             loss, batch_correct = self._step(x, y, measure=(self.step % cfg.grad_stats_every == 0 or i == last),
@@ -474,9 +581,12 @@ class Trainer:
         self.rollbacks_in_a_row += 1
         involved = [sid for sid, s in self.host.slots.items() if s.seed is not None and s.stage in LIVE_STAGES]
         restored_epoch = int(self.snapshot["epoch"])
+        lr = self.bank.lr  # the operator may have lowered it since the snapshot, as advised: keep it
         # Restore from a copy: optimizers alias the tensors they load, and the snapshot must stay
         # pristine for the next rollback.
         self._restore(checkpoint.detached_copy(self.snapshot), keep_clock=True)
+        if self.bank.lr != lr:
+            self._set_lr(lr)
         culled = []
         for sid in involved:
             if self.host.slots[sid].stage in LIVE_STAGES:
@@ -484,6 +594,8 @@ class Trainer:
                 culled.append(sid)
         self.emit(ev.GovernorRollback, trigger=trigger, loss=loss if math.isfinite(loss) else None,
                   restored_epoch=restored_epoch, seeds_culled=culled)
+        if culled:  # the culls are decisions too: the next rollback must not bring these seeds back
+            self.snapshot = self._capture(copy=True)
         if self.rollbacks_in_a_row > self.config.governor.max_consecutive_rollbacks:
             raise RunDiverged(
                 f"the loss blew up ({trigger}) {self.rollbacks_in_a_row} times in a row even after "
@@ -504,6 +616,10 @@ class Trainer:
         if self.stop_requested:
             raise StopRun
 
+    def _set_lr(self, value: float) -> None:
+        self.bank.set_lr(value)
+        self.credit.set_lr(value)
+
     def _keep_pace(self, started: float) -> None:
         """Stretch the epoch to `min_epoch_seconds`, applying operator commands while waiting."""
         deadline = started + self.config.min_epoch_seconds
@@ -519,7 +635,7 @@ class Trainer:
     def _pause(self, cause: str) -> None:
         if not self.paused:
             self.paused = True
-            self.emitter.sink.flush(fsync=True)
+            self.emitter.flush(fsync=True)
             self.emit(ev.RunPaused, cause=cause)
 
     def _apply_command(self, cmd: Command) -> None:
@@ -530,6 +646,8 @@ class Trainer:
         except Exception as exc:  # a command must never take training down
             verdict = f"internal error while applying it: {type(exc).__name__}: {exc}"
         if verdict is None:
+            if cmd.command in _STRUCTURAL_COMMANDS:
+                self.snapshot = self._capture(copy=True)  # a rollback must not undo the operator
             self.emit(ev.CommandApplied, command_id=cmd.id, command=wire)
         else:
             self.emit(ev.CommandRejected, command_id=cmd.id, command=wire, reason=verdict)
@@ -557,13 +675,13 @@ class Trainer:
             return None
         if name == "stop":
             self.stop_requested = True
+            self.stop_cause = "operator"
             return None
         if name == "autopilot":
             self.autopilot = cmd.enabled
             return None
         if name == "set_lr":
-            self.bank.set_lr(cmd.value)
-            self.credit.set_lr(cmd.value)
+            self._set_lr(cmd.value)
             return None
         slot = self.host.slots[cmd.slot] if cmd.slot in self.host.slots else None
         if slot is None:
@@ -586,8 +704,11 @@ class Trainer:
     def _capture(self, copy: bool) -> dict[str, Any]:
         state = {
             "format": checkpoint.FORMAT,
-            "epoch": self.epoch,
+            # Stopped mid-epoch, the epoch in progress is not done: a resume runs it again, so the
+            # log shows each completed epoch once.
+            "epoch": self.epoch - 1 if self._in_epoch else self.epoch,
             "step": self.step,
+            "seq": self.emitter.seq,  # events after this one are superseded if the run resumes here
             "config": self.config.model_dump(mode="json"),
             "model": self.host.state_dict(),
             "slots": {sid: s.export_state() for sid, s in self.host.slots.items()},
@@ -619,18 +740,48 @@ class Trainer:
         self.data_gen.set_state(state["rng"]["data"])
 
     def _save_checkpoint(self) -> None:
+        """Publish a checkpoint of the run as it is now, after the events leading to it are on disk.
+
+        Log first: a kill between the two then leaves a log that describes at least the checkpoint.
+        """
         if not self._built:
             return
-        path = checkpoint.save(self._capture(copy=False), self.run_dir / checkpoint.CHECKPOINT_NAME)
+        self.emitter.flush(fsync=True)
+        state = self._capture(copy=False)
+        path = checkpoint.save(state, self.run_dir / checkpoint.CHECKPOINT_NAME)
+        self.checkpoint_epoch = int(state["epoch"])
         self.emit(ev.CheckpointSaved, path=str(path))
+        self.emitter.flush(fsync=True)
 
     def _final_metrics(self) -> dict[str, float | None]:
         return {
             "val_loss": self.val_losses[-1] if self.val_losses else None,
             "val_accuracy": self.val_accuracies[-1] if self.val_accuracies else None,
-            "epochs": float(self.epoch),
+            "epochs": float(self.epoch - 1 if self._in_epoch else self.epoch),  # completed ones
             "seeds_fossilized": float(sum(s.stage is Stage.FOSSILIZED for s in self.host.slots.values())),
         }
+
+
+def _resumed_config(saved: dict[str, Any], epochs: int | None, run_dir: Path) -> RunConfig:
+    """The checkpoint's config, its end moved to `epochs` when given (StartError if already past)."""
+    from pydantic import ValidationError
+
+    try:
+        config = RunConfig.model_validate(saved["config"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise checkpoint.CheckpointError(
+            f"{run_dir / checkpoint.CHECKPOINT_NAME} holds a config this engine cannot use "
+            f"({'.'.join(map(str, first['loc']))}: {first['msg']}); start a new run instead of --resume"
+        ) from None
+    done = int(saved["epoch"])
+    if epochs is not None:
+        if epochs < done:
+            raise StartError(f"cannot resume {run_dir} with --epochs {epochs}: it has already trained {done} "
+                             f"epochs; give --epochs {done} or more, or leave it out to finish its "
+                             f"{config.epochs} planned epochs")
+        config = config.model_copy(update={"epochs": epochs})
+    return config
 
 
 def _mean(values: list[float]) -> float | None:

@@ -6,6 +6,7 @@ and the line format (`runlog.parse_line`), nothing about training or the dashboa
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -23,8 +24,15 @@ def _open_private(path: Path, append: bool) -> int:
     if not parent.exists():
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(parent, 0o700)  # umask may have narrowed it oddly; never touch a pre-existing dir
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
+    # O_NOFOLLOW: a link planted at events.jsonl must not redirect our writes to another file.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LogWriteError(exc.errno, f"{path} is a symbolic link: the engine never writes through "
+                                           "links; remove it") from None
+        raise
     if hasattr(os, "fchmod"):
         os.fchmod(fd, 0o600)  # an existing file keeps its old mode under O_CREAT
     return fd
@@ -65,46 +73,86 @@ def _repair_tail(path: Path) -> None:
             f.write(b"\n")
 
 
+class LogWriteError(OSError):
+    """The run log could not be written (disk full, I/O error). The file still ends at a line boundary."""
+
+
 class RunLogWriter:
     """Writes events to a JSON Lines run log. An EventSink.
 
     Buffered: `flush()` hands lines to the OS, `flush(fsync=True)` also forces them to disk, and
-    `close()` does both. `append=True` continues an existing log (a resumed run). The directory is
-    created owner-only (0o700) and the file is 0o600.
+    `close()` does both. `append=True` continues an existing log (a resumed run). The file is 0o600
+    and never opened through a symbolic link.
+
+    A failed write (ENOSPC, EIO, …) raises LogWriteError after cutting the file back to its last
+    complete line, so a reader never meets a torn line; the unwritten lines are dropped. After that
+    every event is written through on its own, so a final event still lands if room is found.
     """
 
     def __init__(self, path: str | os.PathLike[str], append: bool = False, buffer_size: int = 1 << 16) -> None:
         self.path = Path(path)
         if append:
             _repair_tail(self.path)
-        fd = _open_private(self.path, append)
-        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=buffer_size)
+        self._fd: int | None = _open_private(self.path, append)
+        self._buffer = bytearray()
+        self._buffer_size = buffer_size
+        self._good = os.fstat(self._fd).st_size  # the file ends with a whole line here
+        self.failed: OSError | None = None
 
     @property
     def closed(self) -> bool:
         """Whether `close()` has been called."""
-        return self._file.closed
+        return self._fd is None
 
     def write(self, event: EventBase) -> None:
         """Append one event as one line (stages by name, stage_changed's "from"/"to" by alias)."""
-        self._file.write(event.model_dump_json(by_alias=True) + "\n")
+        if self._fd is None:
+            raise ValueError(f"run log {self.path} is closed")
+        self._buffer += event.model_dump_json(by_alias=True).encode()
+        self._buffer += b"\n"
+        if len(self._buffer) >= self._buffer_size or self.failed is not None:
+            self.flush()
 
     def flush(self, fsync: bool = False) -> None:
         """Hand buffered lines to the OS; with `fsync`, wait until they are on disk."""
-        if self._file.closed:
+        if self._fd is None:
             return
-        self._file.flush()
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            try:
+                view = memoryview(data)
+                while view:  # os.write may write less than asked (e.g. the disk just filled up)
+                    view = view[os.write(self._fd, view):]
+            except OSError as exc:
+                self._fail(exc)
+            self._good += len(data)
         if fsync:
-            os.fsync(self._file.fileno())
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        try:
+            os.ftruncate(self._fd, self._good)  # needs no space: drop the torn tail
+        except OSError:
+            pass
+        self.failed = exc
+        reason = exc.strerror or str(exc)
+        code = errno.errorcode.get(exc.errno or 0, "")
+        raise LogWriteError(exc.errno, f"cannot write the run log {self.path}: {reason}"
+                                       + (f" ({code})" if code else "")) from None
 
     def close(self) -> None:
-        """Flush, fsync and close. Idempotent."""
-        if self._file.closed:
+        """Flush, fsync and close. Idempotent. The file is closed even if the last flush fails."""
+        if self._fd is None:
             return
         try:
             self.flush(fsync=True)
         finally:
-            self._file.close()
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> RunLogWriter:
         return self

@@ -231,14 +231,14 @@ class TestLoad:
 
     def test_missing_file(self, tmp_path):
         path = tmp_path / "nope.pt"
-        with pytest.raises(FileNotFoundError) as info:
+        with pytest.raises(checkpoint.CheckpointError) as info:
             checkpoint.load(path)
         message = str(info.value)
         assert str(path) in message
         assert "new run" in message or "resume" in message  # says what to do
 
     def test_directory_without_checkpoint(self, tmp_path):
-        with pytest.raises(FileNotFoundError) as info:
+        with pytest.raises(checkpoint.CheckpointError) as info:
             checkpoint.load(tmp_path)
         assert checkpoint.CHECKPOINT_NAME in str(info.value)
 

@@ -118,7 +118,7 @@ def test_resume_continues_the_same_log_with_the_same_seeds(tmp_path):
     at_stop = {sid: (s.stage, s.alpha, s.blueprint) for sid, s in first.host.slots.items()}
     assert any(stage is not Stage.DORMANT for stage, _, _ in at_stop.values()), "no seed to carry over"
 
-    resumed = Trainer(config.model_copy(update={"epochs": 17}), tmp_path, resume=True, serve_commands=False)
+    resumed = Trainer(config, tmp_path, resume=True, epochs=17, serve_commands=False)
     resumed._build()
     assert {sid: (s.stage, s.alpha, s.blueprint) for sid, s in resumed.host.slots.items()} == at_stop
     assert resumed.run() == 0
