@@ -28,6 +28,9 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 class CheckpointWriteError(OSError):
     """Saving a checkpoint failed (disk full, I/O error): the previous checkpoint is kept."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)  # the whole sentence, without OSError's "[Errno 28]" prefix
+
 
 class CheckpointError(StartError, ValueError):
     """A checkpoint that cannot be resumed from: says which file, what is wrong and what to do."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from engine.telemetry.events import EventBase
-from engine.telemetry.runlog import parse_line
+from engine.telemetry.runlog import MAX_LINE, parse_line
 
 _TAIL_CHUNK = 64 * 1024
 
@@ -42,7 +42,9 @@ def _repair_tail(path: Path) -> None:
     """Before appending: end the file at a line boundary so new events never glue onto old bytes.
 
     A partial last line that does not parse is a crash artifact that can never be completed, so it
-    is cut off; a complete event that only lacks its newline gets one.
+    is cut off; a complete event that only lacks its newline gets one. Linear in that line's length:
+    it is read once, backwards in fixed chunks, and parsed from the chunks read; a line over
+    `MAX_LINE` cannot be an event and is cut unparsed.
     """
     try:
         size = path.stat().st_size
@@ -54,18 +56,24 @@ def _repair_tail(path: Path) -> None:
         f.seek(size - 1)
         if f.read(1) == b"\n":
             return
-        start = max(0, size - _TAIL_CHUNK)
+        pieces: list[bytes] = []  # the partial line, from its end backwards, while it may be an event
+        end = size
         while True:
+            start = max(0, end - _TAIL_CHUNK)
             f.seek(start)
-            chunk = f.read(size - start)
-            cut = chunk.rfind(b"\n")
+            chunk = f.read(end - start)
+            cut = chunk.rfind(b"\n")  # -1 when the line goes on before this chunk
+            line_start = start + cut + 1
+            if size - line_start <= MAX_LINE:
+                pieces.append(chunk[cut + 1:])
             if cut >= 0 or start == 0:
                 break
-            start = max(0, start - 4 * _TAIL_CHUNK)
-        line_start = start + cut + 1
-        f.seek(line_start)
+            end = start
+        if size - line_start > MAX_LINE:
+            f.truncate(line_start)
+            return
         try:
-            parse_line(f.read(size - line_start))
+            parse_line(b"".join(reversed(pieces)))
         except ValidationError:
             f.truncate(line_start)
         else:
@@ -75,6 +83,9 @@ def _repair_tail(path: Path) -> None:
 
 class LogWriteError(OSError):
     """The run log could not be written (disk full, I/O error). The file still ends at a line boundary."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the whole sentence, without OSError's "[Errno 28]" prefix
 
 
 class RunLogWriter:
