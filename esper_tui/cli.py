@@ -93,7 +93,8 @@ def _live(engine_options: list[str], refresh: float, theme: str) -> int:
     from esper_tui.process import EngineProcess, new_run_dir
     from esper_tui.sources import LiveSource
 
-    run_dir = _option(engine_options, "--run-dir")
+    # `--resume D` names the run directory itself: watch D, not a fresh one.
+    run_dir = _option(engine_options, "--resume") or _option(engine_options, "--run-dir")
     run_dir = Path(run_dir) if run_dir else new_run_dir()
     options = _without(engine_options, "--run-dir")
     if not options:
