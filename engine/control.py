@@ -30,7 +30,13 @@ SOCKET_NAME = "control.sock"
 MAX_SOCKET_PATH_BYTES = 107
 # A client that never reads its replies is dropped once this much is waiting for it.
 _MAX_PENDING_REPLY_BYTES = 64 * 1024
-_MAX_CLIENTS = 32
+# At most this many connections at once. When one more arrives, the least recently active one is
+# closed to make room, so a pile of stuck clients can never lock the operator out.
+MAX_CLIENTS = 32
+# A connection that has not completed a command line for this long (seconds) is closed: silent or
+# trickling clients cannot sit on a slot. Only a complete line restarts the clock, never a stray
+# byte. Clients that send one command per connection never notice; `ControlClient` reconnects.
+IDLE_TIMEOUT_S = 5.0
 # How often the serving thread looks at its stop flag; bounds how long close() takes.
 _POLL_S = 0.05
 
@@ -54,16 +60,18 @@ def control_socket_path(run_dir: str | os.PathLike[str]) -> Path:
 
 
 class _Conn:
-    """One client connection: bytes read but not yet a full line, replies not yet sent."""
+    """One client connection: bytes read but not yet a full line, replies not yet sent, and when it
+    is closed as idle unless it completes a line first."""
 
-    __slots__ = ("sock", "inbuf", "outbuf", "discarding")
+    __slots__ = ("sock", "inbuf", "outbuf", "discarding", "deadline")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         # True after an over-long line: drop bytes up to the next newline, then serve again.
         self.discarding = False
+        self.deadline = deadline  # time.monotonic() past which the connection is idle
 
 
 class CommandServer:
@@ -72,11 +80,26 @@ class CommandServer:
     `drain()` and `wait_for_command()` are for the trainer; everything else runs in one daemon
     thread multiplexing all connections with `selectors`. `on_received`, if given, is called in that
     thread for each queued command and must be quick; its exceptions are logged and ignored.
+
+    A connection is closed once it has gone `idle_timeout` seconds without completing a line, and
+    when `max_clients` are open the least recently active one makes room for a new one.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], on_received: Callable[[Command], None] | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        on_received: Callable[[Command], None] | None = None,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        max_clients: int = MAX_CLIENTS,
+    ):
+        if not idle_timeout > 0 or max_clients < 1:
+            raise ValueError("idle_timeout must be positive and max_clients at least 1")
         self.path = control_socket_path(run_dir)
         self.on_received = on_received
+        self.idle_timeout = float(idle_timeout)
+        self.max_clients = int(max_clients)
+        self._conns: dict[int, _Conn] = {}  # by file descriptor; touched only by the serving thread
         self._queue: collections.deque[Command] = collections.deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -140,6 +163,11 @@ class CommandServer:
         """True while the serving thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def connection_count(self) -> int:
+        """How many client connections are open now (a snapshot: the serving thread changes it)."""
+        return len(self._conns)
+
     # --- trainer side ----------------------------------------------------------------------------
 
     def drain(self) -> list[Command]:
@@ -183,7 +211,7 @@ class CommandServer:
         assert self._listener is not None
         sel = selectors.DefaultSelector()
         sel.register(self._listener, selectors.EVENT_READ, None)
-        conns: dict[int, _Conn] = {}
+        conns = self._conns
         try:
             while not self._stop.is_set():
                 try:
@@ -210,6 +238,7 @@ class CommandServer:
                     except Exception:  # noqa: BLE001 - one bad client must never stop the server
                         log.exception("control connection failed; dropping it")
                         self._drop(sel, conns, conn)
+                self._drop_idle(sel, conns)
         finally:
             for conn in list(conns.values()):
                 self._drop(sel, conns, conn)
@@ -224,17 +253,19 @@ class CommandServer:
         except OSError:
             log.exception("accept failed on the control socket")
             return
-        if len(conns) >= _MAX_CLIENTS:
-            try:
-                sock.sendall(_encode({"ok": False, "error": "too many control connections"}))
-            except OSError:
-                pass
-            sock.close()
-            return
+        while len(conns) >= self.max_clients:
+            # Full house: the least recently active connection makes room, so a new client (the
+            # operator) always gets in; stuck ones would otherwise hold every slot until they time out.
+            self._drop(sel, conns, min(conns.values(), key=lambda c: c.deadline))
         sock.setblocking(False)
-        conn = _Conn(sock)
+        conn = _Conn(sock, time.monotonic() + self.idle_timeout)
         conns[sock.fileno()] = conn
         sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _drop_idle(self, sel: selectors.BaseSelector, conns: dict[int, _Conn]) -> None:
+        now = time.monotonic()
+        for conn in [c for c in conns.values() if c.deadline <= now]:
+            self._drop(sel, conns, conn)
 
     def _drop(self, sel: selectors.BaseSelector, conns: dict[int, _Conn], conn: _Conn) -> None:
         fd = conn.sock.fileno()
@@ -269,6 +300,7 @@ class CommandServer:
                 break
             line = bytes(conn.inbuf[:nl])
             del conn.inbuf[: nl + 1]
+            conn.deadline = time.monotonic() + self.idle_timeout  # a complete line is activity
             if conn.discarding:
                 conn.discarding = False  # this was the tail of the over-long line
                 continue
@@ -325,7 +357,10 @@ class ControlClient:
     """One connection to a run's control socket, reused for many commands (the dashboard's client).
 
     Connects lazily on the first `send`; after any failure the connection is dropped and the next
-    `send` reconnects (e.g. after the engine was restarted with --resume). Thread-safe.
+    `send` reconnects (e.g. after the engine was restarted with --resume). The server closes a
+    connection left idle for `IDLE_TIMEOUT_S`, so a kept connection found closed is replaced
+    before sending, and one lost before any reply arrived is replaced once and the line resent (the
+    server queues a command only while answering it, so no command is applied twice). Thread-safe.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], timeout: float = 5.0) -> None:
@@ -367,17 +402,7 @@ class ControlClient:
         """
         line = _to_line(payload)
         with self._lock:
-            sock = self._connect()
-            try:
-                sock.sendall(line)
-                raw = self._read_line(sock)
-            except TimeoutError:
-                self._close()
-                msg = f"no reply from the engine at {self.path} within {self.timeout:g} s"
-                raise ControlError(msg) from None
-            except OSError as exc:
-                self._close()
-                raise ControlError(f"lost the connection to {self.path}: {exc.strerror or exc}") from exc
+            raw = self._exchange(line)
         try:
             reply = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -385,6 +410,26 @@ class ControlClient:
         if not isinstance(reply, dict):
             raise ControlError(f"unreadable reply from the engine: {raw[:200]!r}")
         return reply
+
+    def _exchange(self, line: bytes) -> bytes:
+        if self._sock is not None and _readable(self._sock):
+            self._close()  # nothing is due from an idle connection: the server closed it (or junk)
+        while True:
+            reused = self._sock is not None
+            sock = self._connect()
+            try:
+                sock.sendall(line)
+                return self._read_line(sock)
+            except TimeoutError:
+                self._close()
+                msg = f"no reply from the engine at {self.path} within {self.timeout:g} s"
+                raise ControlError(msg) from None
+            except OSError as exc:
+                replied = bool(self._buf)  # part of a reply came: the line was seen, never resend it
+                self._close()
+                if reused and not replied:
+                    continue  # closed as idle while the line was on its way: once more, on a fresh one
+                raise ControlError(f"lost the connection to {self.path}: {exc.strerror or exc}") from exc
 
     def _read_line(self, sock: socket.socket) -> bytes:
         deadline = time.monotonic() + self.timeout
@@ -421,6 +466,13 @@ class ControlClient:
         self.close()
 
 
+def _readable(sock: socket.socket) -> bool:
+    """Whether `sock` has something to read (data, end of file or an error) right now."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        return bool(sel.select(0))
+
+
 def _to_line(payload: dict[str, Any] | str | BaseModel) -> bytes:
     if isinstance(payload, BaseModel):
         payload = command_to_wire(payload)  # type: ignore[arg-type]
@@ -447,6 +499,8 @@ def send_command(
 
 
 __all__ = [
+    "IDLE_TIMEOUT_S",
+    "MAX_CLIENTS",
     "MAX_SOCKET_PATH_BYTES",
     "SOCKET_NAME",
     "CommandServer",

@@ -12,6 +12,7 @@ import pytest
 
 from engine.commands import MAX_LINE_BYTES, new_command
 from engine.control import (
+    MAX_CLIENTS,
     SOCKET_NAME,
     CommandServer,
     ControlClient,
@@ -358,3 +359,109 @@ def test_client_reconnects_after_the_engine_restarts(run_dir):
 def test_client_refuses_multi_line_payloads(run_dir):
     with pytest.raises(ValueError, match="single line"):
         ControlClient(run_dir).send('{"command": "pause"}\n{"command": "stop"}')
+
+
+# --- idle and slow connections -----------------------------------------------------------------------
+
+
+def closed_by_server(sock: socket.socket, within: float = 5.0) -> bool:
+    """Whether the server closes `sock` (EOF or reset) within a generous bound."""
+    sock.settimeout(within)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_silent_connections_cannot_lock_the_operator_out(run_dir):
+    """A full house of silent connections (a hung script, a stuck tool) must not lock the operator out:
+    the next client still gets its command answered."""
+    with CommandServer(run_dir, idle_timeout=60.0) as srv:  # so long that only the slot policy can help
+        silent = []
+        try:
+            for n in range(1, MAX_CLIENTS + 1):  # one by one: a burst would overrun the listen backlog
+                silent.append(raw_conn(run_dir))
+                assert wait_until(lambda: srv.connection_count == n)
+            assert send_command(run_dir, {"id": "op1", "command": "pause"}) == {
+                "ok": True, "id": "op1", "status": "received"}
+            with ControlClient(run_dir) as client:  # ... and again, with a full house again
+                assert client.send({"id": "op2", "command": "resume"})["ok"] is True
+            assert [c.id for c in srv.drain()] == ["op1", "op2"]
+            assert closed_by_server(silent[0])  # the longest idle made room
+        finally:
+            for sock in silent:
+                sock.close()
+
+
+def test_a_silent_connection_is_closed_after_the_idle_timeout(run_dir):
+    with CommandServer(run_dir, idle_timeout=0.2):
+        sock = raw_conn(run_dir)
+        try:
+            assert closed_by_server(sock)
+        finally:
+            sock.close()
+
+
+def test_a_slow_connection_that_never_finishes_a_line_is_closed_too(run_dir):
+    """Trickling bytes is not activity: only a complete command line restarts the idle clock."""
+    with CommandServer(run_dir, idle_timeout=0.3) as srv:
+        sock = raw_conn(run_dir)
+        try:
+            sock.sendall(b'{"id":"a","command":"pause"}\n')
+            assert read_replies(sock, 1)[0]["id"] == "a"
+            deadline = time.monotonic() + 5.0
+            closed = False
+            while time.monotonic() < deadline and not closed:
+                try:
+                    sock.sendall(b" ")  # one byte at a time, never a newline
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                time.sleep(0.02)
+            assert closed or closed_by_server(sock, within=0.5)
+        finally:
+            sock.close()
+        assert [c.id for c in srv.drain()] == ["a"]
+
+
+def test_a_client_kept_open_survives_the_server_closing_it_when_idle(run_dir):
+    """The dashboard keeps one ControlClient for the whole session: after the server closed it as idle,
+    the next command still goes through (on a fresh connection), exactly once."""
+    with CommandServer(run_dir, idle_timeout=0.1) as srv:
+        with ControlClient(run_dir) as client:
+            assert client.send({"id": "first", "command": "pause"})["ok"] is True
+            assert wait_until(lambda: srv.connection_count == 0, timeout=5.0)  # closed as idle
+            assert client.send({"id": "second", "command": "resume"})["ok"] is True
+        assert [c.id for c in srv.drain()] == ["first", "second"]
+
+
+# --- outside text ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reason", ["x\x1b]0;pwned\x07", "x\x9b2J", "x\x7f", "x\u009b", "a\nb"])
+def test_control_characters_in_command_strings_are_refused(server, run_dir, reason):
+    """A cull reason is written to the log and shown on screens: no control character (C0, DEL, or C1 such
+    as the 8-bit CSI) may get in. The operator is told why."""
+    reply = send_command(run_dir, json.dumps({"id": "c1", "command": "cull", "slot": "block1", "reason": reason}))
+    assert reply["ok"] is False and reply["id"] == "c1"
+    assert "reason: must be printable text on one line" in reply["error"]
+    assert server.drain() == []
+
+
+def test_replies_never_echo_control_characters(server, run_dir):
+    sock = raw_conn(run_dir)
+    evil = "\x1b]0;pwned\x07\x9b2J"
+    sock.sendall(json.dumps({"id": evil, "command": f"boom{evil}"}).encode() + b"\n")
+    sock.sendall(json.dumps({"id": evil, "command": "pause"}).encode() + b"\n")
+    raw = b""
+    while raw.count(b"\n") < 2:
+        raw += sock.recv(65536)
+    sock.close()
+    assert raw.isascii()  # JSON-escaped on the wire ...
+    for reply in (json.loads(line) for line in raw.splitlines()):
+        text = json.dumps(reply, ensure_ascii=False)
+        assert not [ch for ch in text if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F], reply  # ... and when decoded
+        assert reply["ok"] is False and reply["id"] == "\\x1b]0;pwned\\x07\\x9b2J"
