@@ -13,12 +13,15 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
+from engine.telemetry.safe_text import safe_text
+
 # The server refuses longer lines before parsing, so a client cannot make it buffer without bound.
 MAX_LINE_BYTES = 4096
 
 # Names shown on screens and written to logs: printable, single-line, short. Nothing is evaluated,
-# so the bounds are about keeping logs and the dashboard tidy, not about injection.
-_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+# but they reach terminals: no C0 control, DEL or C1 control (U+0080-U+009F, the 8-bit forms of ESC
+# sequences such as CSI), so no command can carry a terminal escape into the log or onto a screen.
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=_PRINTABLE)
 ]
@@ -187,13 +190,15 @@ def _condense(exc: ValidationError) -> str:
 
 def _validate(obj: dict[str, Any]) -> Command:
     raw_id = obj.get("id")
-    command_id = raw_id if isinstance(raw_id, str) and raw_id else None
+    # Echoed in the error reply so the client can match it; an invalid id may hold anything, so it is
+    # echoed terminal-safe and short (a valid one is unchanged).
+    command_id = safe_text(raw_id[:64]) if isinstance(raw_id, str) and raw_id else None
     name = obj.get("command")
     if name is None:
         raise CommandError(f'malformed command: missing "command"; {_valid_names()}', command_id)
     if not isinstance(name, str) or name not in COMMAND_NAMES:
         shown = name if isinstance(name, str) else json.dumps(name)
-        raise CommandError(f"unknown command {shown[:64]!r}; {_valid_names()}", command_id)
+        raise CommandError(f"unknown command '{safe_text(shown[:64])}'; {_valid_names()}", command_id)
     try:
         return COMMAND_ADAPTER.validate_python(obj)
     except ValidationError as exc:

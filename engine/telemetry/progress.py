@@ -25,6 +25,7 @@ from engine.telemetry.events import (
     StageChanged,
     WarningEvent,
 )
+from engine.telemetry.safe_text import safe_text
 
 NONE = "—"
 
@@ -62,7 +63,16 @@ class ProgressPrinter:
         self.planned_epochs: int | None = None
 
     def format(self, event: EventBase) -> str | None:
-        """The line for an event, or None for events a batch log does not need (metrics, gates …)."""
+        """The line for an event, or None for events a batch log does not need (metrics, gates …).
+
+        Always one terminal-safe line: events come here straight from the engine, not through the
+        log reader, and their strings can come from outside (an operator's reason, an exception's
+        message), so control characters and newlines are written out as visible escapes.
+        """
+        line = self._line(event)
+        return None if line is None else safe_text(line)
+
+    def _line(self, event: EventBase) -> str | None:
         if isinstance(event, RunStarted):
             self.planned_epochs = event.planned_epochs
             iso = event.isolation

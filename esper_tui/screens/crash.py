@@ -1,4 +1,8 @@
-"""The engine crashed: its traceback, in full, and how to get out. The log stays on disk intact."""
+"""The engine crashed: its traceback, in full, and how to get out. The log stays on disk intact.
+
+What it shows comes from outside (the run_failed event, or the dead process's stderr, which no
+reader has cleaned): every line is shown terminal-safe and never as markup.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from engine.telemetry.safe_text import safe_text
+
 
 class CrashScreen(Screen[None]):
     """Shows what failed (the run_failed event, or the process's stderr when it died without one)."""
@@ -16,8 +22,8 @@ class CrashScreen(Screen[None]):
 
     def __init__(self, title: str, traceback: str, run_dir: str | None) -> None:
         super().__init__(id="crash")
-        self.title_text = title
-        self.traceback = traceback
+        self.title_text = safe_text(title)
+        self.traceback = safe_text(traceback, multiline=True)
         self.run_dir = run_dir
 
     def compose(self) -> ComposeResult:

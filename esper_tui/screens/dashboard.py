@@ -6,6 +6,7 @@ source). Widgets get the reduced state pushed down via `show`; they post message
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from esper_tui.app import EsperApp
 
 PLOT_INTERVAL = 1.0  # seconds between plot redraws
+_ID_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 # Smaller than this and the screen switches to the compact layout (no plots, short cards).
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 30
 
@@ -51,6 +53,12 @@ KEYS: list[tuple[str, str, str, bool]] = [
     ("end", "replay('end')", "replay: jump to end", False),
     ("e", "seek", "replay: seek to epoch", False),
 ]
+
+
+def card_id(slot: str) -> str | None:
+    """The DOM id of a slot's card ("card-block1"), or None when the slot's name (it comes from the
+    log) cannot be part of one: such a card is found by its `slot` like any other."""
+    return f"card-{slot}" if _ID_SAFE.fullmatch(slot) else None
 
 
 class DashboardScreen(Screen[None]):
@@ -121,7 +129,7 @@ class DashboardScreen(Screen[None]):
         self._slot_names = names
         cards = self.query_one("#cards", Horizontal)
         cards.remove_children()
-        cards.mount_all(SlotCard(name, id=f"card-{name}") for name in names)
+        cards.mount_all(SlotCard(name, id=card_id(name)) for name in names)
 
     def _redraw(self) -> None:
         if self._state is not None:
@@ -212,7 +220,7 @@ class DashboardScreen(Screen[None]):
             if event.value.strip().isdigit():
                 self.esper.replay_seek(int(event.value.strip()))
             else:
-                self.notify(f"not an epoch number: {event.value!r}", severity="warning")
+                self.notify(f"not an epoch number: {event.value!r}", severity="warning", markup=False)
             return
         self.query_one(EventLog).set_filter(event.value)
         self._redraw()

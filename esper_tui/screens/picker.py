@@ -1,4 +1,7 @@
-"""Pick a blueprint to germinate into the selected slot. Dismisses with the name, or None."""
+"""Pick a blueprint to germinate into the selected slot. Dismisses with the name, or None.
+
+Names and descriptions come from the run log: shown as plain text, never as markup.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +25,11 @@ class BlueprintPicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(f"Germinate into {self.slot}: choose a blueprint", id="question")
+            yield Label(f"Germinate into {self.slot}: choose a blueprint", id="question", markup=False)
             yield OptionList(
                 *(Option(f"{name:<16} {desc}", id=name) for name, desc in self.blueprints.items()),
                 id="blueprints",
+                markup=False,
             )
 
     def on_mount(self) -> None:

@@ -29,8 +29,9 @@ class QuitScreen(ModalScreen[Choice]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label("Quit the dashboard. What should happen to the run?", id="question")
-            yield Label(
-                f"Detach leaves it training; come back with: esper-tui attach {self.run_dir}", id="hint"
+            yield Label(  # a path may hold "[": plain text
+                f"Detach leaves it training; come back with: esper-tui attach {self.run_dir}", id="hint",
+                markup=False,
             )
             with Horizontal(id="buttons"):
                 yield Button("Stop the run (s)", variant="error", id="stop")

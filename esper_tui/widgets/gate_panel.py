@@ -123,7 +123,8 @@ class GatePanel(Widget):
         if key == self._key:  # GateView compares by value: an equal verdict draws the same
             return
         self._key = key
-        self.border_title = f"gate: {selected}" if view is not None else "gate"
+        # Content, not str: a str title is read as markup, and the slot's name is the log's.
+        self.border_title = Content(f"gate: {selected}" if view is not None else "gate")
         self._title_text = NO_SLOT if view is None else gate_title(gate)
         self._rows = check_rows(gate)
         self.set_class(view is None or gate is None, "-empty")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
@@ -84,7 +85,7 @@ class SlotCard(Widget):
                  classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.slot = slot
-        self.border_title = slot
+        self.border_title = Content(slot)  # a str would be read as markup, and the name is the log's
         self._stage_class: str | None = None
         self._lines: CardLines | None = None
         self._pending: tuple[RunState, str | None] | None = None

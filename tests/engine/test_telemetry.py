@@ -338,6 +338,37 @@ def test_progress_printer_is_plain_text():
     assert all(ord(ch) < 0x2000 or ch == "—" for ch in text)  # no emoji or symbols beyond the dash
 
 
+def test_progress_printer_never_writes_a_control_character():
+    """Events reach the printer straight from the engine (not through the log reader), and their strings
+    can come from outside (an operator's cull reason, an exception message, a blueprint name): no title
+    change, clipboard write or screen clear may reach the batch job's terminal, and no value may pose
+    as a progress line of its own."""
+    evil = "x\x1b]0;pwned\x07 \x1b]52;c;cHduZWQ=\x07 \x1b[2J \x9b2J \x7f\r\nepoch 99/30  train 0.000"
+    out = io.StringIO()
+    emitter = Emitter(ProgressPrinter(out))
+    emitter.emit(RunStarted, run_id=f"r{evil}", config={}, task=evil, topology="cnn", slots=[evil],
+                 isolation={"blend_detach": True, "source": evil}, device=evil, planned_epochs=30)
+    emitter.emit(EpochCompleted, train_loss=0.4, slots=[SlotReport(slot=evil, stage="TRAINING", blueprint=evil,
+                                                                   seed_id="s1")])
+    emitter.emit(StageChanged, slot=evil, from_stage="TRAINING", to_stage="BLENDING", cause="operator", reason=evil)
+    emitter.emit(ControllerDecision, action=evil, slot=evil, blueprint=evil, reason=evil)
+    emitter.emit(CommandApplied, command_id=evil, command={"command": evil, "slot": evil}, detail=evil)
+    emitter.emit(CommandRejected, command_id="c2", command={"command": "cull", "slot": "b", "reason": evil},
+                 reason=evil)
+    emitter.emit(GovernorRollback, trigger="nan", loss=None, restored_epoch=6, seeds_culled=[evil])
+    emitter.emit(WarningEvent, slot=evil, code=evil, message=evil)
+    emitter.emit(RunPaused, cause=evil)
+    emitter.emit(RunResumed, cause=evil)
+    emitter.emit(RunFinished, status=evil, final={evil: 1.0})
+    emitter.emit(RunFailed, error_type=evil, message=evil, traceback=evil)
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert len(lines) == 12  # one line per printed event: the embedded newline did not split any
+    assert not [ch for ch in text if (ord(ch) < 0x20 and ch != "\n") or 0x7F <= ord(ch) <= 0x9F]
+    assert not any(line.startswith("epoch 99") for line in lines)
+    assert "\\x1b]0;pwned\\x07" in lines[-1] and "\\x9b2J" in lines[-1]  # shown, escaped, not dropped
+
+
 def test_emitter_numbering_holds_across_threads():
     sink = ListSink()
     emitter = Emitter(sink)
