@@ -41,16 +41,17 @@ def generate(path: Path, n: int) -> None:
     # Templates with the stamp fields replaced, so each line is a distinct, valid event.
     step_t = step.model_dump_json(by_alias=True).replace('"seq":0', '"seq":{seq}').replace('"step":0', '"step":{seq}')
     epoch_t = epoch.model_dump_json(by_alias=True).replace('"seq":0', '"seq":{seq}').replace('"step":0', '"step":{seq}')
-    with RunLogWriter(path) as w:
+    RunLogWriter(path).close()  # the log created as the engine creates it (owner-only)
+    with open(path, "a") as w:  # then plain appends: bypasses model dumping to keep generation quick
         buf = []
         for seq in range(1, n + 1):
             template = epoch_t if seq % EPOCH_EVERY == 0 else step_t
             buf.append(template.replace("{seq}", str(seq)))
             if len(buf) >= 10_000:
-                w._file.write("\n".join(buf) + "\n")  # bypasses model dumping to keep generation quick
+                w.write("\n".join(buf) + "\n")
                 buf.clear()
         if buf:
-            w._file.write("\n".join(buf) + "\n")
+            w.write("\n".join(buf) + "\n")
 
 
 def main() -> None:

@@ -708,7 +708,7 @@ class Trainer:
             # log shows each completed epoch once.
             "epoch": self.epoch - 1 if self._in_epoch else self.epoch,
             "step": self.step,
-            "seq": self.emitter.seq,  # events after this one are superseded if the run resumes here
+            "seq": self.emitter.seq,  # see _save_checkpoint
             "config": self.config.model_dump(mode="json"),
             "model": self.host.state_dict(),
             "slots": {sid: s.export_state() for sid, s in self.host.slots.items()},
@@ -748,9 +748,13 @@ class Trainer:
             return
         self.emitter.flush(fsync=True)
         state = self._capture(copy=False)
+        # The seq of this checkpoint's own checkpoint_saved (events are emitted from this thread
+        # only, so it is the next one): a run resumed from here supersedes what came after it.
+        state["seq"] = self.emitter.seq + 1
         path = checkpoint.save(state, self.run_dir / checkpoint.CHECKPOINT_NAME)
         self.checkpoint_epoch = int(state["epoch"])
-        self.emit(ev.CheckpointSaved, path=str(path))
+        saved = self.emit(ev.CheckpointSaved, path=str(path))
+        assert saved.seq == state["seq"], "an event slipped in between a checkpoint and its checkpoint_saved"
         self.emitter.flush(fsync=True)
 
     def _final_metrics(self) -> dict[str, float | None]:

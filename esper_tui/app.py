@@ -12,12 +12,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from textual.app import App, SystemCommand
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
+from engine.telemetry.safe_text import safe_text
 from esper_tui.screens import BlueprintPicker, ConfirmScreen, CrashScreen, DashboardScreen, HelpScreen, QuitScreen
 from esper_tui.screens.dashboard import KEYS
 from esper_tui.sources import ReplaySource, RunSource
-from esper_tui.state import CRASHED, FINISHED, PAUSED, STOPPED, RunState, apply
+from esper_tui.state import CRASHED, FINISHED, PAUSED, STOPPED, RunState, apply, note_problems
 from themes import STYLESHEETS, THEMES, VARIABLE_DEFAULTS, next_theme
 
 ENDED = (FINISHED, STOPPED, CRASHED)
@@ -68,6 +70,16 @@ class EsperApp(App[None]):
         self.run_worker(self._start_source, thread=True, name="source", exit_on_error=False)
         self.set_interval(1.0 / self.refresh_hz, self.tick, name="refresh")
 
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Textual's notification, but plain, terminal-safe text unless `markup=True` is asked for.
+
+        What the dashboard notifies about quotes the engine, the log and the socket (a rejection's
+        reason, a blueprint name): read as markup, "[@click=...]" there would be an action.
+        """
+        super().notify(safe_text(message), title=safe_text(title), severity=severity, timeout=timeout,
+                       markup=markup)
+
     def _start_source(self) -> None:
         # The source's own follower thread does the reading and parsing; this worker only starts it
         # off the UI thread, so opening a huge log never blocks the first frame.
@@ -94,14 +106,17 @@ class EsperApp(App[None]):
         while True:
             batch = self.source.drain()
             for event in batch:
-                apply(self.state, event)
+                self.state = apply(self.state, event)  # a new state after a source's Restart
             if not batch or time.monotonic() > deadline:
                 break
-        self._notify_answers()
+        note_problems(self.state, self.source.problems, self.source.skipped_lines)
+        answered = self._notify_answers()
         status = self.status_override()
         if self.state.version == self._drawn_version and status == self._drawn_status:
             return
-        if self._over_budget(status):
+        # An engine's answer is drawn in the same frame as its notification: the operator reads the
+        # toast, then the log line and the card it refers to, never a screen up to MAX_STALE behind it.
+        if self._over_budget(status) and not answered:
             return
         self._drawn_version, self._drawn_status = self.state.version, status
         self._drawn_at = time.monotonic()
@@ -118,7 +133,8 @@ class EsperApp(App[None]):
         Training shares the machine (on a 2-vCPU box often one physical core): every frame the UI
         draws is time the engine may lose. When the process used more than its budget since the
         last tick, this frame is skipped, but never for longer than `MAX_STALE` seconds, and never
-        when the status changed (paused, finished, crashed show at once).
+        when the status changed (paused, finished, crashed show at once). `tick` never skips the
+        frame that brings an engine's answer either.
         """
         wall, cpu = time.monotonic(), time.process_time()
         share = (cpu - self._cpu_mark) / max(wall - self._wall_mark, 1e-3)
@@ -132,14 +148,17 @@ class EsperApp(App[None]):
             return hint
         return None
 
-    def _notify_answers(self) -> None:
-        for command_id in [c for c in self._pending if c in self.state.answers]:
+    def _notify_answers(self) -> bool:
+        """Notify the engine's answers to the operator's pending commands; whether there were any."""
+        answered = [c for c in self._pending if c in self.state.answers]
+        for command_id in answered:
             asked = self._pending.pop(command_id)
             answer = self.state.answers[command_id]
             if answer.applied:
                 self.notify(f"{asked}: applied", title="engine")
             else:
                 self.notify(f"{asked}: rejected: {answer.reason}", title="engine", severity="error", timeout=8)
+        return bool(answered)
 
     def _show_crash(self) -> None:
         self._crash_shown = True

@@ -4,7 +4,8 @@
   a hang-up never kills it) in a new run directory, and watch it live.
 - `esper-tui train --headless [engine options]`: replace this process with the engine (plain lines).
 - `esper-tui attach RUN_DIR`: watch a running or finished run, with its full history.
-- `esper-tui replay RUN_DIR|events.jsonl [--speed X]`: play a saved log back through the same screens.
+- `esper-tui replay RUN_DIR|events.jsonl [--speed X] [--strict]`: play a saved log back through the
+  same screens; `--strict` refuses a log with any odd line instead of skipping it.
 - `esper-tui experiment [options]`: replace this process with the engine's headless experiment
   (host alone / grown / final network from scratch / 2x wide, with a report).
 
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", parents=[ui], help="replay a saved run log")
     replay.add_argument("log", type=Path, help="RUN_DIR or its events.jsonl")
     replay.add_argument("--speed", type=float, default=2.0, help="epochs per second (default 2; 0 = all at once)")
+    replay.add_argument("--strict", action="store_true",
+                        help="refuse a log with any bad line (exit 2) instead of skipping it with a warning")
     return parser
 
 
@@ -78,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if verb == "attach":
         return _attach(args.run_dir, args.refresh, args.theme)
-    return _replay(args.log, args.speed, args.refresh, args.theme)
+    return _replay(args.log, args.speed, args.refresh, args.theme, args.strict)
 
 
 def _run_app(source, refresh: float, theme: str, run_dir: Path | None) -> int:
@@ -115,14 +118,20 @@ def _attach(run_dir: Path, refresh: float, theme: str) -> int:
     return _run_app(LiveSource(run_dir), refresh, theme, run_dir)
 
 
-def _replay(log: Path, speed: float, refresh: float, theme: str) -> int:
+def _replay(log: Path, speed: float, refresh: float, theme: str, strict: bool = False) -> int:
     from esper_tui.sources import ReplaySource
 
     try:
-        source = ReplaySource(log, speed=speed)
+        source = ReplaySource(log, speed=speed, strict=strict)
     except (FileNotFoundError, ValueError) as exc:
         print(f"esper-tui: cannot replay {log}: {exc}", file=sys.stderr)
         return 2
+    if strict:
+        source.load()  # the verdict comes before any screen: a refused log never starts the UI
+        if source.load_error is not None:
+            reason = " ".join(source.load_error.split())  # one line, whatever the log held
+            print(f"esper-tui: refusing to replay (--strict): {reason}", file=sys.stderr)
+            return 2
     return _run_app(source, refresh, theme, log if log.is_dir() else log.parent)
 
 

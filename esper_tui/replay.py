@@ -13,15 +13,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.telemetry.events import Event
-from engine.telemetry.runlog import LogProblem, iter_events, resolve_log_path
-from esper_tui.sources import MAX_DRAIN, SendResult, describe_problem
+from engine.telemetry.runlog import LogError, LogProblem, iter_events, resolve_log_path
+from esper_tui.sources import MAX_DRAIN, ProblemLines, SendResult
 
 
 class ReplaySource:
     """Replays a finished (or crashed) run log, released one epoch at a time at a chosen speed.
 
     An "epoch" here is everything up to and including one epoch_completed event (the events after
-    the last one, such as run_finished, form a final step). At speed s, one epoch is released every
+    the last one, such as run_finished, form a final step). Events a resume superseded are dropped
+    by the reader, so every epoch plays once. At speed s, one epoch is released every
     1/s seconds; speed 0 releases everything as fast as the UI drains. `start()` loads the log in a
     background thread (a 10⁶-event log plays while it loads); `load()` does it in the caller's thread.
     `clock` is injectable so tests can drive time.
@@ -44,6 +45,7 @@ class ReplaySource:
         self._events: list[Event] = []
         self._ends: list[int] = []  # index just past each epoch_completed
         self._log_problems: list[LogProblem] = []
+        self._problem_lines = ProblemLines(self._log_problems)
         self._load_error: str | None = None
         self._loaded = threading.Event()
         self._thread: threading.Thread | None = None
@@ -62,7 +64,8 @@ class ReplaySource:
     # --- loading -------------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read the whole log (valid events kept, bad lines recorded in `problems`)."""
+        """Read the whole log (valid events kept, odd lines recorded in `problems`). With `strict`,
+        the first odd line stops the read, and `load_error` says which."""
         was_enabled = gc.isenabled()
         gc.disable()  # events hold no cycles; rescanning 10⁶ new objects would slow the read ~1.6x
         try:
@@ -70,6 +73,8 @@ class ReplaySource:
                 self._events.append(event)
                 if event.kind == "epoch_completed":
                     self._ends.append(i)
+        except LogError as exc:  # --strict: the message names the file and the line
+            self._load_error = str(exc)
         except Exception as exc:  # noqa: BLE001 - shown as a problem; what was read still plays
             self._load_error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -95,6 +100,11 @@ class ReplaySource:
     def loaded(self) -> bool:
         """Whether the whole log has been read."""
         return self._loaded.is_set()
+
+    @property
+    def load_error(self) -> str | None:
+        """Why the read stopped before the end of the log (None if it did not)."""
+        return self._load_error
 
     # --- pacing ------------------------------------------------------------------------------------
 
@@ -236,8 +246,13 @@ class ReplaySource:
 
     @property
     def problems(self) -> list[str]:
-        out = [describe_problem(p) for p in list(self._log_problems)]
+        out = self._problem_lines.update().texts
         return out + ([f"cannot read the rest of the log: {self._load_error}"] if self._load_error else [])
+
+    @property
+    def skipped_lines(self) -> int:
+        """How many lines of the log could not be used."""
+        return self._problem_lines.update().skipped
 
     @property
     def exit_code(self) -> int | None:

@@ -18,8 +18,9 @@ from typing import Protocol, runtime_checkable
 
 from engine.commands import CommandError, new_command
 from engine.control import ControlClient, ControlError, control_socket_path
-from engine.telemetry.events import Event
-from engine.telemetry.runlog import LogFollower, LogProblem
+from engine.telemetry.events import Event, RunStarted
+from engine.telemetry.runlog import LogFollower, LogProblem, Supersession, find_run_starts, supersessions
+from esper_tui.state import Restart
 
 MAX_DRAIN = 20_000  # events handed over per drain, so one UI tick never folds a million at once
 _SLICE_BYTES = 4 << 20  # one log read while catching up (~10k events)
@@ -47,8 +48,9 @@ class RunSource(Protocol):
 
     def stop(self) -> None: ...
 
-    def drain(self) -> list[Event]:
-        """The events that arrived since the last drain, in order. Never blocks."""
+    def drain(self) -> list[Event | Restart]:
+        """The events that arrived since the last drain, in order. Never blocks. A `Restart` among
+        them means: what follows is the history again from the start (fold it into a new state)."""
         ...
 
     def send(self, command_name: str, **fields: object) -> SendResult: ...
@@ -61,7 +63,14 @@ class RunSource(Protocol):
         ...
 
     @property
-    def problems(self) -> list[str]: ...
+    def problems(self) -> list[str]:
+        """What went wrong reading the log, one line each, oldest first (the list only grows)."""
+        ...
+
+    @property
+    def skipped_lines(self) -> int:
+        """How many log lines could not be used (the header says so)."""
+        ...
 
     @property
     def exit_code(self) -> int | None: ...
@@ -78,8 +87,27 @@ class ProcessLike(Protocol):
 
 
 def describe_problem(p: LogProblem) -> str:
-    """A log problem as one line for the UI."""
-    return f"events.jsonl line {p.line_no}: {p.message}"
+    """A log problem as one line for the UI: "line 4 skipped: …"."""
+    return p.describe()
+
+
+class ProblemLines:
+    """A reader's growing list of LogProblems as display lines, with how many skipped their line.
+
+    The UI asks every tick, so only the problems new since the last call are described.
+    """
+
+    def __init__(self, problems: list[LogProblem]) -> None:
+        self.source = problems
+        self.texts: list[str] = []
+        self.skipped = 0
+
+    def update(self) -> ProblemLines:
+        """Describe the problems added since the last call; returns self."""
+        for problem in self.source[len(self.texts):]:
+            self.texts.append(describe_problem(problem))
+            self.skipped += problem.skipped
+        return self
 
 
 def _is_final(events: Iterable[Event], final: bool) -> bool:
@@ -100,6 +128,11 @@ class LiveSource:
     thread also watches it: an exit without run_finished/run_failed in the log is a crash. Without one
     (attach), the control socket is probed every `probe_interval` seconds: nobody answering while
     the log has no final event means the engine was killed (DETACHED).
+
+    Events a resume superseded are never handed over: the resumes already in the log are found
+    before reading it, and when a new one supersedes events already handed over, the thread hands
+    over a `Restart` and reads the log again from the start (a resume is rare), so the state built
+    from `drain()` always equals folding the log without superseded events.
     """
 
     def __init__(
@@ -119,7 +152,12 @@ class LiveSource:
         self.max_drain = max_drain
         self.send_timeout = send_timeout
         self._follower = LogFollower(self.run_dir)
-        self._queue: deque[Event] = deque()  # appended by the thread, popped by drain(): no lock needed
+        self._problem_lines = ProblemLines(self._follower.problems)
+        self._queue: deque[Event | Restart] = deque()  # appended by the thread, popped by drain(): no lock
+        self._starts: dict[int, RunStarted] = {}  # the log's run_started events by seq (resumes)
+        self._spans: tuple[Supersession, ...] = ()  # what they supersede
+        self._scanned = False  # the resumes already in the log were looked for
+        self._queued_high = 0  # the highest seq handed to the queue since the last (re)start
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: ControlClient | None = None
@@ -162,7 +200,7 @@ class LiveSource:
 
     # --- what the app reads ------------------------------------------------------------------------
 
-    def drain(self) -> list[Event]:
+    def drain(self) -> list[Event | Restart]:
         """Up to `max_drain` events read since the last drain, in order; [] when none. Never blocks."""
         q = self._queue
         n = min(len(q), self.max_drain)
@@ -180,8 +218,13 @@ class LiveSource:
 
     @property
     def problems(self) -> list[str]:
-        """Unreadable log lines (skipped) and reader errors, for display."""
-        return [describe_problem(p) for p in list(self._follower.problems)] + list(self._other_problems)
+        """Odd log lines (skipped or kept, as each says) and reader errors, for display."""
+        return self._problem_lines.update().texts + self._other_problems
+
+    @property
+    def skipped_lines(self) -> int:
+        """How many lines of the log could not be used."""
+        return self._problem_lines.update().skipped
 
     @property
     def exit_code(self) -> int | None:
@@ -268,17 +311,45 @@ class LiveSource:
 
     def _read(self) -> bool:
         """One slice of new events into the queue; True if the slice was full (more is waiting)."""
+        if not self._scanned and self._follower.path.exists():
+            self._scanned = True
+            self._learn(find_run_starts(self._follower.path))  # so the first read drops what they supersede
         before = self._follower.offset
         old = before < self._launch_offset
         # Slices stop at the launch offset, so no slice mixes an earlier run's events with this one's.
         size = min(_SLICE_BYTES, self._launch_offset - before) if old else _SLICE_BYTES
         events = self._follower.poll(max_bytes=size)
+        if events and self._learn(events):
+            self._restart()
+            return True
+        if events and self._spans:
+            events = [e for e in events if not any(span.covers(e.seq, e.epoch) for span in self._spans)]
         if events:
             self._final = _is_final(events, self._final)
             if not old:
                 self._own_final = _is_final(events, self._own_final)
+            self._queued_high = max(self._queued_high, max(e.seq for e in events))
             self._queue.extend(events)
         return self._follower.offset - before >= size
+
+    def _learn(self, events: Iterable[Event]) -> bool:
+        """Note the resumes among `events`; True if one supersedes events already handed over."""
+        new = [e for e in events if e.kind == "run_started" and e.seq not in self._starts]
+        if not new:
+            return False
+        self._starts.update((e.seq, e) for e in new)
+        spans = supersessions(self._starts[seq] for seq in sorted(self._starts))
+        fresh = [span for span in spans if span not in self._spans]
+        self._spans = spans
+        return any(span.after_seq < self._queued_high for span in fresh)
+
+    def _restart(self) -> None:
+        """Read the log again from its start, now dropping what the new resume superseded."""
+        self._follower = LogFollower(self._follower.path)
+        self._problem_lines = ProblemLines(self._follower.problems)
+        self._final = self._own_final = False
+        self._queued_high = 0
+        self._queue.append(Restart("a resume superseded events already shown"))
 
     def _watch_process(self) -> None:
         assert self.process is not None
@@ -341,6 +412,10 @@ class StaticSource:
     @property
     def problems(self) -> list[str]:
         return list(self._problems)
+
+    @property
+    def skipped_lines(self) -> int:
+        return 0
 
     @property
     def exit_code(self) -> int | None:

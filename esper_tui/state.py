@@ -8,9 +8,9 @@ every history here is bounded, so a run of 10⁶ events costs the same memory as
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.telemetry.events import Event
 
@@ -82,14 +82,29 @@ class EpochPoint:
 
 @dataclass(slots=True)
 class LogLine:
-    """One line of the event log panel. `level` is info | command | warning | error."""
+    """One line of the event log panel. `level` is info | command | warning | error.
 
-    seq: int
+    `seq` is the event's, or None for a line about the log itself (a skipped line); `n` numbers the
+    lines in the order the reducer added them (1, 2, …), so a widget can tell which lines are new.
+    """
+
+    seq: int | None
     epoch: int
     kind: str
     slot: str | None
     text: str
     level: str = "info"
+    n: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Not an event: a source's word that it is reading its log again from the start (a resume
+    superseded events it had already handed over). `apply` answers it with an empty state, and the
+    events that follow rebuild it, so the screen shows what folding the log from scratch shows."""
+
+    kind: ClassVar[str] = "restart"
+    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -130,6 +145,9 @@ class RunState:
     final: dict[str, Any] = field(default_factory=dict)
     last_seq: int = 0
     version: int = 0  # bumped by every apply, so the UI redraws only when something changed
+    logged: int = 0  # lines ever added to `log` (the newest line's `n`)
+    skipped_lines: int = 0  # lines of the run log the source could not use (header badge)
+    problems_seen: int = 0  # the source's problems already turned into log lines
 
     @property
     def val_accuracy(self) -> float | None:
@@ -140,8 +158,12 @@ class RunState:
         return self.history[-1].val_loss if self.history else None
 
 
-def apply(state: RunState, event: Event) -> RunState:
-    """Fold one event into `state` and return it. Unknown-to-the-UI fields are ignored."""
+def apply(state: RunState, event: Event | Restart) -> RunState:
+    """Fold one event into `state` and return the state to use from now on: `state` itself,
+    changed in place, except after a `Restart`, which returns a new, empty one. Unknown-to-the-UI
+    fields are ignored."""
+    if isinstance(event, Restart):
+        return RunState(version=state.version + 1)  # a new version: the screen redraws
     handler = _HANDLERS.get(event.kind)
     if handler is not None:
         handler(state, event)
@@ -151,14 +173,34 @@ def apply(state: RunState, event: Event) -> RunState:
     state.version += 1
     line = describe(event)
     if line is not None:
-        state.log.append(line)
+        _log(state, line)
     return state
 
 
-def apply_all(state: RunState, events: Iterable[Event]) -> RunState:
+def apply_all(state: RunState, events: Iterable[Event | Restart]) -> RunState:
+    """Fold every event in order (see `apply`) and return the resulting state."""
     for event in events:
-        apply(state, event)
+        state = apply(state, event)
     return state
+
+
+def note_problems(state: RunState, problems: Sequence[str], skipped: int) -> RunState:
+    """Show a source's problems with its log: each new one as a warning line of the event log, and
+    `skipped` (lines it could not use) for the header. `problems` is the source's whole list so far
+    (called every tick); only those not seen yet are added."""
+    if skipped != state.skipped_lines or len(problems) > state.problems_seen:
+        for text in problems[state.problems_seen:]:
+            _log(state, LogLine(None, state.epoch, "log_problem", None, text, "warning"))
+        state.problems_seen = len(problems)
+        state.skipped_lines = skipped
+        state.version += 1
+    return state
+
+
+def _log(state: RunState, line: LogLine) -> None:
+    state.logged += 1
+    line.n = state.logged
+    state.log.append(line)
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -309,8 +351,9 @@ def describe(e: Event) -> LogLine | None:
     if k in ("step_metrics", "epoch_completed", "gate_evaluated", "command_received"):
         return None
     if k == "run_started":
-        text = f"run {e.run_id} started: {e.task} on {e.device}, {e.planned_epochs} epochs" + (
-            " (resumed)" if e.resumed else "")
+        resumed = "" if not e.resumed else (
+            " (resumed)" if e.resumed_from_epoch is None else f" (resumed from epoch {e.resumed_from_epoch})")
+        text = f"run {e.run_id} started: {e.task} on {e.device}, {e.planned_epochs} epochs{resumed}"
     elif k == "seed_germinated":
         text = f"{e.slot}: seed {e.seed_id} ({e.blueprint}, {e.params:,} params) germinated"
     elif k == "stage_changed":

@@ -145,6 +145,11 @@ class RunStarted(EventBase):
         description="on a resume: the checkpoint's epoch; events of later epochs written before this "
         "run_started are superseded (the run went on from here), and readers drop them",
     )
+    resumed_after_seq: int | None = Field(
+        default=None,
+        description="on a resume: the last seq written before the checkpoint was captured; the events "
+        "with resumed_after_seq < seq < this run_started's seq are superseded (runlog.supersessions)",
+    )
 
 
 class StepMetrics(EventBase):

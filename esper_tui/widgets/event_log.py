@@ -1,7 +1,7 @@
 """The event log panel: the reducer's log lines, newest at the bottom, with a substring filter.
 
-Appends only the lines newer than the last one written (tracked by `seq`); rewrites everything only
-when the filter, the theme or the state object changes. Matching and formatting are plain functions.
+Appends only the lines newer than the last one written (tracked by the lines' number `n`); rewrites
+everything only when the filter, the theme or the state object changes. Matching and formatting are plain functions.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import RichLog
 
@@ -28,20 +29,26 @@ def line_matches(line: LogLine, needle: str) -> bool:
     return any(needle in field.lower() for field in (line.slot or "", line.kind, line.text))
 
 
-def lines_after(log: Iterable[LogLine], last_seq: int) -> list[LogLine]:
-    """The lines with `seq` > `last_seq`, oldest first (walks back from the newest only)."""
+def lines_after(log: Iterable[LogLine], last_n: int) -> list[LogLine]:
+    """The lines numbered above `last_n`, oldest first (walks back from the newest only)."""
     newer: list[LogLine] = []
     for line in reversed(log):  # type: ignore[call-overload]
-        if line.seq <= last_seq:
+        if line.n <= last_n:
             break
         newer.append(line)
     newer.reverse()
     return newer
 
 
+def line_prefix(line: LogLine) -> str:
+    """"e12 #345" (epoch and seq) for an event's line; "" for a line about the log itself."""
+    return "" if line.seq is None else f"e{line.epoch} #{line.seq}"
+
+
 def format_line(line: LogLine) -> str:
-    """"e12 #345 block1: TRAINING -> BLENDING (gate) G2 passed"."""
-    return f"e{line.epoch} #{line.seq} {line.text}"
+    """"e12 #345 block1: TRAINING -> BLENDING (gate) G2 passed", or "line 4 skipped: …"."""
+    prefix = line_prefix(line)
+    return f"{prefix} {line.text}" if prefix else line.text
 
 
 class EventLog(Widget):
@@ -59,7 +66,7 @@ class EventLog(Widget):
         self.max_lines = max_lines
         self._filter = ""
         self._state: RunState | None = None
-        self._last_seq = 0
+        self._last_n = 0
         self._shown: list[str] = []  # plain text of the lines written, bounded like the RichLog
         self._styles: dict[str, Style] = {}
         self._log: RichLog | None = None
@@ -94,23 +101,24 @@ class EventLog(Widget):
         if text == self._filter:
             return
         self._filter = text
-        self.border_title = f"events (filter: {text})" if text else "events"
+        # Content, not str: a string title is read as markup, and a typed "[/x]" would crash the app.
+        self.border_title = Content(f"events (filter: {text})") if text else "events"
         self._rebuild()
 
     def show(self, state: RunState, selected: str | None = None) -> None:
         """Append the lines new since the last call (or rebuild, if this is a different state)."""
-        if state is not self._state or (state.log and state.log[-1].seq < self._last_seq):
+        if state is not self._state or state.logged < self._last_n:
             self._state = state
             self._rebuild()
             return
-        self._write(lines_after(state.log, self._last_seq))
+        self._write(lines_after(state.log, self._last_n))
 
     def _rebuild(self) -> None:
         if self._log is None:
             return
         self._log.clear()
         self._shown.clear()
-        self._last_seq = 0
+        self._last_n = 0
         self._styles = self._level_styles()
         if self._state is not None:
             self._write(list(self._state.log))
@@ -118,12 +126,12 @@ class EventLog(Widget):
     def _write(self, lines: list[LogLine]) -> None:
         if self._log is None or not lines:
             return
-        self._last_seq = lines[-1].seq
+        self._last_n = lines[-1].n
         for line in lines:
             if not line_matches(line, self._filter):
                 continue
             text = format_line(line)
-            prefix = len(f"e{line.epoch} #{line.seq}")
+            prefix = len(line_prefix(line))
             rich = Text(text, style=self._styles.get(line.level, ""))
             rich.stylize("dim", 0, prefix)
             self._log.write(rich)

@@ -53,6 +53,10 @@ def header_parts(state: RunState, status: str) -> list[Part]:
     isolation = isolation_label(state.isolation)
     if isolation:
         parts.append((4, isolation, ""))
+    if state.skipped_lines:
+        # What is on screen is not the whole log: as important as which run this is.
+        n = state.skipped_lines
+        parts.append((1, f"{n} line{'' if n == 1 else 's'} skipped", "bold $warning"))
     return parts
 
 
@@ -76,7 +80,8 @@ def header_text(state: RunState, status: str, width: int = 1000) -> str:
 
 
 class RunHeader(Static):
-    """One line: run, task, epoch/total, status, throughput, autopilot, accuracy, lr, isolation.
+    """One line: run, task, epoch/total, status, throughput, autopilot, accuracy, lr, isolation, and
+    how many log lines were skipped (when any were).
 
     `status_override` (e.g. "DETACHED", "REPLAY x2") replaces the state's status when set, either
     as an attribute or per call of `show`.

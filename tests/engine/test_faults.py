@@ -38,8 +38,9 @@ class LogMirror:
     alphas (after it) must be the engine's own, read from the live slots at that moment.
     """
 
-    def __init__(self, state: RunState | None = None) -> None:
+    def __init__(self, state: RunState | None = None, run_dir: Path | None = None) -> None:
         self.state = state or RunState()
+        self.run_dir = run_dir
         self.trainer: Trainer | None = None
         self.mismatches: list[str] = []
         self.epochs_checked = 0
@@ -49,6 +50,11 @@ class LogMirror:
         return (view.stage, view.blueprint) if view else ("DORMANT", None)
 
     def write(self, event) -> None:
+        if event.kind == "run_started" and event.resumed_after_seq is not None and self.run_dir is not None:
+            # What the dashboard does when a resume supersedes events it has shown: fold the log
+            # again, up to the checkpoint the run goes on from.
+            before = [e for e in read_events(self.run_dir).events if e.seq <= event.resumed_after_seq]
+            self.state = apply_all(RunState(), before)
         if event.kind == "stage_changed" and self._folded(event.slot)[0] != str(event.from_stage):
             self.mismatches.append(f"seq {event.seq}: {event.slot} moves from {event.from_stage} but the log "
                                    f"had it {self._folded(event.slot)[0]}")
@@ -95,7 +101,7 @@ class ScriptedServer:
 
 
 def mirrored(config, run_dir: Path, **kwargs) -> tuple[Trainer, LogMirror]:
-    mirror = LogMirror(kwargs.pop("state", None))
+    mirror = LogMirror(kwargs.pop("state", None), run_dir)
     trainer = Trainer(config, run_dir, sinks=(mirror,), serve_commands=False, **kwargs)
     trainer._build()
     mirror.trainer = trainer
@@ -171,6 +177,8 @@ def test_the_log_tells_the_engine_state_across_a_crash_and_a_resume(tmp_path):
     assert [e.epoch for e in events if e.kind == "epoch_completed"] == list(range(1, 13))
     started = [e for e in events if e.kind == "run_started"]
     assert started[-1].resumed_from_epoch == 4 and started[-1].resumed_after_seq is not None
+    # The checkpoint the run went on from stays in the story; the dead attempt's later one does not.
+    assert [e.epoch for e in events if e.kind == "checkpoint_saved"] == [4, 8, 12, 12]
     final = apply_all(RunState(), events)
     for sid, slot in resumed.host.slots.items():
         assert final.slots[sid].stage == str(slot.stage)

@@ -163,7 +163,8 @@ async def test_help_lists_the_keys_and_escape_closes_it(steered_events):
     async with app.run_test(size=SIZE) as pilot:
         await drawn(pilot, app, "block1", "block2")
         await pilot.press("question_mark")
-        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen.query("#help-text"),
+                       "the help screen, composed")
         text = static_text(app.screen.query_one("#help-text", Static))
         for key, what in [("g", "germinate"), ("A", "force-advance"), ("c", "cull"), ("p", "pause/resume"),
                           ("/", "filter log"), ("t", "theme"), ("?", "help"), ("q", "quit"),
@@ -194,7 +195,8 @@ async def test_help_and_palette_name_keys_as_typed(steered_events):
     async with app.run_test(size=SIZE) as pilot:
         await drawn(pilot, app, "block1", "block2")
         await pilot.press("question_mark")
-        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen.query("#help-text"),
+                       "the help screen, composed")
         rows = [line.split(None, 1) for line in static_text(app.screen.query_one("#help-text", Static)).splitlines()
                 if line.startswith("  ") and len(line.split(None, 1)) == 2]
         keys = {what.strip(): key for key, what in rows}
@@ -275,7 +277,8 @@ async def test_confirmed_command_keys_on_a_source_that_cannot_command_warn_witho
     async with app.run_test(size=SIZE, message_hook=notes) as pilot:
         await drawn(pilot, app, "block1", "block2")
         await pilot.press(key)
-        await pilot.pause(0.05)
+        await wait_for(pilot, lambda: notes.texts("warning") or isinstance(app.screen, ConfirmScreen),
+                       f"a warning or a question for {key!r}")
         asked = getattr(app.screen, "question", None)
         if isinstance(app.screen, ConfirmScreen):
             await pilot.press("y")  # answer it, to see what the operator would get
@@ -298,7 +301,8 @@ async def test_q_on_a_finished_run_just_exits(steered_events):
 async def test_a_crashed_run_shows_its_traceback_and_quits_with_1(crashed_events):
     app = EsperApp(StaticSource(crashed_events), refresh=REFRESH, run_dir="/tmp/some-run")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, CrashScreen), "the crash screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, CrashScreen) and app.screen.query("#crash-traceback"),
+                       "the crash screen, composed")
         screen = app.screen
         title = static_text(screen.query_one("#crash-title", Static))
         assert title.startswith("CRASHED")
@@ -415,13 +419,32 @@ async def test_germinate_picks_a_blueprint_sends_it_and_shows_the_answer(engine,
         assert options.highlighted_option.id == "norm"
         await pilot.press("enter")
         (cmd,) = await received(pilot, engine, "the germinate command")
-        assert isinstance(app.screen, DashboardScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the picker to close")
         assert cmd.command == "germinate" and cmd.slot == "block2" and cmd.blueprint == "norm"
         assert cmd.id and len(cmd.id) >= 8
-        assert notes.any("germinate block2 norm: sent, waiting for the engine")
+        # A notification is a message: the hook sees it after the handler that raised it has returned.
+        await wait_for(pilot, lambda: notes.any("germinate block2 norm: sent, waiting for the engine"), "sent")
         assert not notes.any("applied")
         engine.answer(cmd)
         await wait_for(pilot, lambda: notes.any("germinate block2 norm: applied"), "the applied notification")
+        assert any(f"[{cmd.id}] applied" in line for line in board(app).query_one(EventLog).lines)
+
+
+async def test_an_answer_is_drawn_with_its_notification_even_when_frames_are_skipped(engine, run_dir, monkeypatch):
+    """A busy UI skips frames (CPU_BUDGET) for up to MAX_STALE; the frame that brings an engine's answer
+    is never one of them: the event log shows the answer when its notification does, not a second later."""
+    import esper_tui.app as app_module
+
+    app = live_app(run_dir)
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await live_drawn(pilot, app)
+        await pilot.press("p")
+        (cmd,) = await received(pilot, engine, "pause")
+        monkeypatch.setattr(app_module, "CPU_BUDGET", -1.0)  # from now on every frame is over budget ...
+        monkeypatch.setattr(app_module, "MAX_STALE", 3600.0)  # ... and may go stale for an hour
+        engine.answer(cmd)
+        await wait_for(pilot, lambda: notes.any("pause: applied"), "the applied notification")
         assert any(f"[{cmd.id}] applied" in line for line in board(app).query_one(EventLog).lines)
 
 
@@ -482,7 +505,7 @@ async def test_pause_then_resume_step_and_autopilot(engine, run_dir):
         engine.answer(cmd)
         engine.emitter.emit(RunPaused, cause="operator")
         await wait_for(pilot, lambda: "PAUSED" in header(app), "a PAUSED header")
-        assert notes.any("pause: applied")
+        await wait_for(pilot, lambda: notes.any("pause: applied"), "the applied notification")
 
         await pilot.press("n")
         (cmd,) = await received(pilot, engine, "step_epoch")
@@ -493,7 +516,7 @@ async def test_pause_then_resume_step_and_autopilot(engine, run_dir):
         assert cmd.command == "autopilot" and cmd.enabled is False
         engine.answer(cmd)
         await wait_for(pilot, lambda: "autopilot off" in header(app), "autopilot off in the header")
-        assert notes.any("autopilot off: applied")
+        await wait_for(pilot, lambda: notes.any("autopilot off: applied"), "the applied notification")
 
         await pilot.press("p")
         (cmd,) = await received(pilot, engine, "resume")
@@ -528,7 +551,7 @@ async def test_ctrl_q_on_a_live_run_also_asks_stop_or_detach(engine, run_dir):
     async with app.run_test(size=SIZE) as pilot:
         await live_drawn(pilot, app)
         await pilot.press("ctrl+q")
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen) or not app.is_running, "an answer to ctrl+q")
         assert app.is_running, "ctrl+q left a live run without asking (and without the re-attach hint)"
         assert isinstance(app.screen, QuitScreen)
         await pilot.press("escape")

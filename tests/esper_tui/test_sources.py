@@ -19,9 +19,12 @@ from engine.telemetry import (
     RunLogWriter,
     RunStarted,
     StepMetrics,
+    last_seq,
+    read_events,
 )
 from esper_tui.process import ERR_NAME, OUT_NAME, EngineProcess, engine_command, new_run_dir
 from esper_tui.sources import LiveSource, ReplaySource, RunSource, SendResult, StaticSource
+from esper_tui.state import RunState, apply, apply_all
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -495,6 +498,110 @@ def test_every_source_meets_the_protocol(kind, replay_log):
     src = {"live": lambda: LiveSource(replay_log), "replay": lambda: ReplaySource(replay_log),
            "static": lambda: StaticSource([])}[kind]()
     assert isinstance(src, RunSource)
+
+
+# --- a resume supersedes the epochs it runs again (SPEC §7) ---------------------------------------------
+
+
+def resumed_log(run_dir, crash_after=5, checkpoint_at=3):
+    """Epochs 1..crash_after, a checkpoint at the end of `checkpoint_at`, killed; returns the writer
+    state needed to resume (the seq the checkpoint was captured after)."""
+    log = Log(run_dir)
+    log.started(epochs=6)
+    after = None
+    for n in range(1, crash_after + 1):
+        log.epoch(n)
+        if n == checkpoint_at:
+            after = log.emitter.seq
+    log.writer.close()
+    return after
+
+
+def write_resume(run_dir, from_epoch, after_seq, until=6):
+    path = run_dir / "events.jsonl"
+    with RunLogWriter(path, append=True) as writer:
+        emitter = Emitter(writer, start_seq=last_seq(path))
+        emitter.epoch, emitter.step = from_epoch, from_epoch
+        emitter.emit(RunStarted, run_id="r1", config={}, task="digits", topology="cnn", slots=("s1",),
+                     isolation={}, device="cpu", planned_epochs=until, resumed=True,
+                     resumed_from_epoch=from_epoch, resumed_after_seq=after_seq)
+        for n in range(from_epoch + 1, until + 1):
+            emitter.epoch = n
+            emitter.step += 1
+            emitter.emit(StepMetrics, loss=1.0 / n, lr=0.1)
+            emitter.emit(EpochCompleted, train_loss=1.0 / n, val_accuracy=90.0 + n)
+        emitter.emit(RunFinished, status="completed")
+
+
+def shown(state):
+    """What the user sees of a reduced run: the curves' points, the event log, the header's numbers."""
+    return ([(p.epoch, p.val_accuracy) for p in state.history], [line.text for line in state.log],
+            state.status, state.epoch, state.last_seq)
+
+
+def test_live_dashboard_rebuilds_when_a_resume_supersedes_what_it_showed(run_dir):
+    after = resumed_log(run_dir)
+    src = LiveSource(run_dir, poll_interval=0.02)
+    src.start()
+    state = RunState()
+    try:
+        for item in drain_until(src, lambda g: len(g) == 1 + 5 * 2):
+            state = apply(state, item)
+        assert [p.epoch for p in state.history] == [1, 2, 3, 4, 5]  # the killed attempt, as it happened
+        write_resume(run_dir, from_epoch=3, after_seq=after)
+        for item in drain_until(src, lambda g: any(getattr(e, "kind", "") == "run_finished" for e in g)):
+            state = apply(state, item)
+    finally:
+        src.stop()
+    expected = apply_all(RunState(), read_events(run_dir).events)
+    assert [p.epoch for p in expected.history] == [1, 2, 3, 4, 5, 6]
+    assert shown(state) == shown(expected)  # epochs 4 and 5 once, with the resumed run's numbers
+
+
+def test_attaching_to_a_resumed_log_shows_each_epoch_once(run_dir):
+    after = resumed_log(run_dir)
+    write_resume(run_dir, from_epoch=3, after_seq=after)
+    src = LiveSource(run_dir, poll_interval=0.02)
+    src.start()
+    try:
+        got = drain_until(src, lambda g: g and g[-1].kind == "run_finished")
+    finally:
+        src.stop()
+    assert completed(got) == [1, 2, 3, 4, 5, 6]
+    assert [e.val_accuracy for e in got if e.kind == "epoch_completed"][3:] == [94.0, 95.0, 96.0]
+
+
+def test_replay_of_a_resumed_log_shows_each_epoch_once(run_dir):
+    after = resumed_log(run_dir)
+    write_resume(run_dir, from_epoch=3, after_seq=after)
+    src = ReplaySource(run_dir, speed=0)
+    src.load()
+    assert completed(src.drain()) == [1, 2, 3, 4, 5, 6] and src.last_epoch == 6
+
+
+# --- skipped lines are counted for the header -------------------------------------------------------------
+
+
+def test_sources_count_the_lines_they_skipped(run_dir):
+    log = Log(run_dir)
+    log.started()
+    log.writer.close()
+    path = run_dir / "events.jsonl"
+    with open(path, "ab") as f:
+        f.write(b"{broken\n" + path.read_bytes())  # a bad line, then run_started again: a duplicate
+    replay = ReplaySource(run_dir)
+    replay.load()
+    assert replay.skipped_lines == 2
+    assert replay.problems[0].startswith("line 2 skipped: not a valid event")
+    assert replay.problems[1].startswith("line 3 skipped: seq 1")
+    live = LiveSource(run_dir, poll_interval=0.02)
+    live.start()
+    try:
+        wait_until(lambda: live.caught_up)
+        assert live.skipped_lines == 2 and live.problems == replay.problems
+    finally:
+        live.stop()
+    assert StaticSource([]).skipped_lines == 0
 
 
 # --- the real engine process (slow) -------------------------------------------------------------------

@@ -9,7 +9,19 @@ from pathlib import Path
 
 from engine.telemetry import read_events
 from engine.telemetry.events import EpochCompleted, RunStarted, SlotReport, StageChanged
-from esper_tui.state import CRASHED, FINISHED, LOG_LINES, PAUSED, SLOT_HISTORY, RunState, apply, apply_all, describe
+from esper_tui.state import (
+    CRASHED,
+    FINISHED,
+    LOG_LINES,
+    PAUSED,
+    SLOT_HISTORY,
+    Restart,
+    RunState,
+    apply,
+    apply_all,
+    describe,
+    note_problems,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -101,3 +113,26 @@ def test_the_reducer_never_loads_torch():
     code = "import sys, esper_tui.state, esper_tui.sources; assert 'torch' not in sys.modules, 'torch loaded'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_log_problems_become_log_lines_and_a_count_of_skipped_lines():
+    state = replay("steered-run.jsonl")
+    lines_before = len(state.log)
+    problems = ["line 4 skipped: not a valid event: Invalid JSON", "line 9: seq 7 comes after seq 8; kept"]
+    note_problems(state, problems[:1], skipped=1)
+    note_problems(state, problems, skipped=1)  # each tick passes them all: only new ones are added
+    note_problems(state, problems, skipped=1)
+    assert [line.text for line in state.log][lines_before:] == problems
+    assert state.skipped_lines == 1 and state.log[-1].level == "warning"
+
+
+def test_a_restart_starts_the_state_afresh_and_what_follows_rebuilds_it():
+    events = read_events(FIXTURES / "steered-run.jsonl").events
+    state = apply_all(RunState(), events[:200])
+    note_problems(state, ["line 2 skipped: x"], skipped=1)
+    fresh = apply(state, Restart("a resume superseded epochs 4-5"))
+    assert fresh is not state and fresh.version > state.version  # the screen redraws
+    assert fresh.history == RunState().history and not fresh.log and fresh.skipped_lines == 0
+    for event in events:
+        fresh = apply(fresh, event)
+    assert [line.text for line in fresh.log] == [line.text for line in replay("steered-run.jsonl").log]

@@ -389,7 +389,7 @@ def test_log_line_matching_and_appending():
     assert all(line_matches(line, "") for line in lines)
     assert [line.slot for line in lines if line_matches(line, "BLOCK2")] == ["block2"]
     assert [line.kind for line in lines if line_matches(line, "warning")] == ["warning"]
-    assert lines_after(state.log, lines[-2].seq) == lines[-1:]
+    assert lines_after(state.log, lines[-2].n) == lines[-1:]
     assert lines_after(state.log, 0) == lines
 
 
@@ -415,10 +415,13 @@ async def test_event_log_filters_and_appends_only_new_lines():
         assert len(written) == 1 and "new one" in written[0].plain
         log.set_filter("Block2")
         assert log.lines == ["e3 #12 warning ratio_near_threshold: close call"]
-        assert "filter: Block2" in log.border_title
+        assert "filter: Block2" in str(log.border_title)
         await pilot.pause()
         text = screen_text(app)
         assert "close call" in text and "GERMINATED" not in text
+        log.set_filter("[/x]")  # typed by the operator: text, never markup (it used to crash the app)
+        await pilot.pause()
+        assert "filter: [/x]" in screen_text(app)
         log.set_filter("")
         assert len(log.lines) == 6
 
