@@ -115,7 +115,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.paused = False
-        self.pause_after_epoch = False
+        self.pause_at_epoch: int | None = None  # step_epoch: pause again when this epoch is done
         self.stop_requested = False
         self.autopilot = self.config.autopilot
         self.val_losses: list[float] = []
@@ -378,8 +378,8 @@ class Trainer:
                       message=f"the terminal hung up: the run goes on detached, without progress lines; "
                               f"watch it with `esper-tui attach {self.run_dir}`")
         self._keep_pace(started)
-        if self.pause_after_epoch:
-            self.pause_after_epoch = False
+        if self.pause_at_epoch is not None and self.epoch >= self.pause_at_epoch:
+            self.pause_at_epoch = None
             self._pause("step_epoch")
 
     def _train_epoch(self) -> tuple[float | None, float | None, bool, int]:
@@ -670,7 +670,9 @@ class Trainer:
             if not self.paused:
                 return "step_epoch works while paused; pause first"
             self.paused = False
-            self.pause_after_epoch = True
+            # One epoch: the one in progress if paused inside it, else the next. (Paused after an
+            # epoch's end, e.g. while pacing, "after this epoch" would pause again at once.)
+            self.pause_at_epoch = self.epoch if self._in_epoch else self.epoch + 1
             self.emit(ev.RunResumed, cause="step_epoch")
             return None
         if name == "stop":

@@ -151,3 +151,54 @@ def test_gradient_ratio_measurement_never_syncs_per_step(tmp_path, monkeypatch):
     steps = trainer.steps_per_epoch
     assert calls["n"] == math.ceil(steps / 10)
     assert trainer.host.slots["block1"].metrics.grad_ratio.count >= 2
+
+
+class Operator:
+    """Stands in for the control socket: each (when, command) is handed over at the first safe point
+    where `when(trainer)` holds, in order, as an operator watching the run would send them."""
+
+    def __init__(self, trainer, script) -> None:
+        self.trainer, self.script = trainer, list(script)
+
+    def has_pending(self) -> bool:
+        return bool(self.script) and self.script[0][0](self.trainer)
+
+    def drain(self) -> list:
+        return [self.script.pop(0)[1]] if self.has_pending() else []
+
+    def wait_for_command(self, timeout: float) -> bool:
+        return self.has_pending()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("pause_where", ["between epochs", "mid-epoch"])
+def test_step_epoch_trains_exactly_one_epoch_then_pauses(tmp_path, pause_where):
+    from engine.commands import new_command
+
+    # Paced: most of an epoch's wall time is the wait after it, where an operator's pause lands.
+    config = quick_config(epochs=10, autopilot=False, min_epoch_seconds=0.5)
+    trainer = Trainer(config, tmp_path, serve_commands=False)
+    trainer._build()
+    if pause_where == "between epochs":
+        pause_when = lambda t: t.epoch == 2 and not t._in_epoch  # noqa: E731
+    else:
+        pause_when = lambda t: t.step == 2 * t.steps_per_epoch + 5  # noqa: E731
+    paused = lambda t: t.paused  # noqa: E731
+    trainer.server = Operator(trainer, [
+        (pause_when, new_command("pause")),
+        (paused, new_command("step_epoch")),
+        (paused, new_command("step_epoch")),
+        (paused, new_command("stop")),
+    ])
+    assert trainer.run() == 0
+    events = read_events(tmp_path / "events.jsonl", strict=True).events
+    marks = [(e.kind, getattr(e, "cause", None)) for e in events if e.kind in ("run_paused", "run_resumed", "epoch_completed")]
+    first_pause = marks.index(("run_paused", "operator"))
+    after = [kind if kind == "epoch_completed" else f"{kind}:{cause}" for kind, cause in marks[first_pause:]]
+    # Each press: resumed, one epoch completes (the one in progress, when paused inside it), paused.
+    assert after == ["run_paused:operator",
+                     "run_resumed:step_epoch", "epoch_completed", "run_paused:step_epoch",
+                     "run_resumed:step_epoch", "epoch_completed", "run_paused:step_epoch"]
+    assert events[-1].kind == "run_finished" and events[-1].status == "stopped"
