@@ -175,6 +175,7 @@ def train(args: argparse.Namespace) -> int:
     run_dir = Path(args.resume or args.run_dir or default_run_dir(config.task))
     # Imported here so that `--help` and option errors answer without loading torch.
     from engine.rundir import StartError
+    from engine.tasks import TaskDataError
     from engine.telemetry.progress import ProgressPrinter
     from engine.trainer import Trainer
 
@@ -185,6 +186,6 @@ def train(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"run directory: {run_dir}", flush=True)
         return trainer.run()
-    except StartError as exc:  # a wrong directory or checkpoint: one clear line, nothing logged
+    except (StartError, TaskDataError) as exc:  # wrong directory, checkpoint or data: one line, nothing logged
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -40,8 +40,9 @@ def _describe_os_error(exc: OSError) -> str:
 class RunDir:
     """A run directory this process holds the lock of. Create with `claim`; `release` when done."""
 
-    def __init__(self, path: Path, lock_fd: int) -> None:
+    def __init__(self, path: Path, lock_fd: int, created: bool = False) -> None:
         self.path = path
+        self.created = created  # whether claim made the directory (only then may abandon remove it)
         self._lock_fd: int | None = lock_fd
 
     @classmethod
@@ -55,12 +56,14 @@ class RunDir:
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise StartError(f"run directory {p} is a file, not a directory: choose another --run-dir")
+        created = False
         if not p.exists():
             if mode == "resume":
                 raise StartError(f"cannot resume: {p} does not exist (give the run directory of an earlier run)")
             try:
                 p.mkdir(mode=0o700, parents=True)
                 os.chmod(p, 0o700)  # mkdir's mode is narrowed by the umask; this one we created
+                created = True
             except FileExistsError:
                 pass  # created meanwhile by someone else: the checks below judge it
             except OSError as exc:
@@ -72,7 +75,7 @@ class RunDir:
                              "in directories you own; choose another --run-dir")
         if not os.access(p, os.W_OK | os.X_OK):
             raise StartError(f"run directory {p} is not writable by you: choose another --run-dir")
-        run = cls(p, _lock(p))
+        run = cls(p, _lock(p), created)
         try:
             run._check_contents(mode)
         except BaseException:
@@ -104,6 +107,20 @@ class RunDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def abandon(self) -> None:
+        """The run never started: release, and leave no trace of ours (an empty log, the lock file,
+        the directory itself if claim created it and nothing else is in it)."""
+        self.release()
+        log = self.path / LOG_NAME
+        if log.is_file() and not log.is_symlink() and log.stat().st_size == 0:
+            log.unlink()
+        (self.path / LOCK_NAME).unlink(missing_ok=True)
+        if self.created:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass  # someone else's files are in it: keep them
 
     def __del__(self) -> None:
         self.release()

@@ -41,7 +41,7 @@ from engine.objective import Evaluation, task_loss
 from engine.rundir import LOG_NAME, RunDir, StartError
 from engine.seedbank import SeedBank
 from engine.slot import SeedSlot, TransitionRecord
-from engine.tasks import Task, load_task
+from engine.tasks import Task, TaskDataError, load_task
 from engine.telemetry import events as ev
 from engine.telemetry.logwriter import LogWriteError, RunLogWriter
 from engine.telemetry.runlog import last_seq
@@ -197,9 +197,12 @@ class Trainer:
         1 on a crash or a failed disk, 130 on Ctrl-C. The log always ends with a final event when
         any byte can still be written. A checkpoint that does not fit this task raises
         CheckpointError before anything is logged."""
+        started = False
         try:
             with self._signals():
-                return self._run()
+                code = self._run()
+            started = True
+            return code
         finally:
             if self.server is not None:
                 self.server.close()
@@ -207,12 +210,15 @@ class Trainer:
                 self.writer.close()
             except OSError:
                 pass  # already reported by _storage_failed; the log ends at its last whole line
-            self.claim.release()
+            if started or self.emitter.seq > 0:
+                self.claim.release()
+            else:  # refused before a single event: leave the directory as it was found
+                self.claim.abandon()
 
     def _run(self) -> int:
         try:
             self._build()
-        except checkpoint.CheckpointError:
+        except (checkpoint.CheckpointError, TaskDataError):
             raise  # nothing is logged yet: the caller says what is wrong (exit 2)
         except BaseException as exc:
             return self._crashed(exc)

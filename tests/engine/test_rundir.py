@@ -218,3 +218,16 @@ def test_a_checkpoint_of_another_host_is_refused_before_logging(tmp_path, finish
 def test_launch_refuses_resume_with_overwrite(capsys):
     assert launch.main(["train", "--resume", "x", "--overwrite"]) == 2
     assert "choose one" in capsys.readouterr().err
+
+
+def test_missing_data_is_one_line_and_leaves_nothing_behind(tmp_path):
+    run_dir = tmp_path / "runs" / "cifar"
+    line = one_clear_line(engine("--run-dir", str(run_dir), "--task", "cifar10", "--data-dir", str(tmp_path / "nowhere")))
+    assert "cifar" in line.lower() and str(tmp_path / "nowhere") in line
+    assert not run_dir.exists(), "a run that never started must not leave its directory behind"
+
+
+def test_a_refused_start_in_an_existing_directory_keeps_it_and_its_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    one_clear_line(engine("--run-dir", str(tmp_path), "--task", "cifar10", "--data-dir", str(tmp_path / "nowhere")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
