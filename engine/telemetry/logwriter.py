@@ -147,6 +147,7 @@ class RunLogWriter:
     def _fail(self, exc: OSError) -> None:
         try:
             os.ftruncate(self._fd, self._good)  # needs no space: drop the torn tail
+            os.lseek(self._fd, self._good, os.SEEK_SET)  # or the next write leaves a hole of NULs
         except OSError:
             pass
         self.failed = exc

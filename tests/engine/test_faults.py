@@ -328,3 +328,25 @@ def test_a_killed_run_resumed_shows_each_epoch_once(tmp_path):
     events = log_of(tmp_path)
     assert [e.epoch for e in events if e.kind == "epoch_completed"] == list(range(1, 13))
     assert events[-1].kind == "run_finished" and events[-1].final["epochs"] == 12
+
+
+def test_after_a_failed_write_the_log_ends_at_a_whole_line_and_a_final_event_can_follow(tmp_path, monkeypatch):
+    from engine.telemetry import RunFailed, StepMetrics
+
+    disk = FullDisk(room=10_000)
+    monkeypatch.setattr(logwriter.os, "write", disk)
+    writer = logwriter.RunLogWriter(tmp_path / "events.jsonl", buffer_size=1 << 20)
+    seq = 0
+    with pytest.raises(logwriter.LogWriteError, match="No space left on device"):
+        for seq in range(1, 1000):
+            writer.write(StepMetrics(seq=seq, time=1.0, epoch=1, step=seq, loss=0.5, lr=0.01))
+            if seq % 20 == 0:
+                writer.flush()
+    disk.room += 2_000  # some space comes back (or the cut-off tail freed it)
+    writer.write(RunFailed(seq=seq + 1, time=2.0, epoch=1, step=seq, error_type="StorageError", message="disk full",
+                           traceback=""))
+    writer.close()
+    raw = (tmp_path / "events.jsonl").read_bytes()
+    assert b"\x00" not in raw and raw.endswith(b"\n")
+    events = log_of(tmp_path)
+    assert events[-1].kind == "run_failed" and [e.seq for e in events[:-1]] == list(range(1, len(events)))
