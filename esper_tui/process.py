@@ -1,7 +1,8 @@
 """The engine as its own process: start `python -m engine train` in its own session, watch it, read its stderr.
 
 Owns the child process and its output files (RUN_DIR/engine.out, engine.err; owner-only). Knows the
-engine only by its command line; never imports torch or the trainer, never reads the run log.
+engine only by its command line; never imports torch or the trainer, never reads the run log (it
+only looks whether the log has grown, to tell a started run from one the engine refused).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from engine.rundir import LOCK_NAME
+from engine.telemetry.runlog import LOG_NAME
 
 OUT_NAME = "engine.out"
 ERR_NAME = "engine.err"
@@ -45,13 +49,18 @@ class EngineProcess:
     a resumed run keeps the earlier output; `stderr_tail` reads only this launch's part).
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], run_dir: Path, argv: list[str], err_offset: int = 0) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], run_dir: Path, argv: list[str], err_offset: int = 0,
+                 *, created_dir: bool = False, created_files: tuple[str, ...] = (),
+                 log_at_launch: tuple[int, int] | None = None) -> None:
         self._popen = popen
         self.run_dir = run_dir
         self.argv = argv
         self.out_path = run_dir / OUT_NAME
         self.err_path = run_dir / ERR_NAME
         self._err_offset = err_offset
+        self.created_dir = created_dir  # start() made the run directory (only then may discard remove it)
+        self.created_files = created_files  # the output files start() made (not appended to)
+        self._log_at_launch = log_at_launch  # (inode, size) of the run log just before the launch
 
     @classmethod
     def start(
@@ -62,15 +71,21 @@ class EngineProcess:
         python: str | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        new_dir: bool = False,
     ) -> EngineProcess:
         """Launch `python -m engine train --run-dir RUN_DIR --quiet *train_args` and return at once.
 
         The run directory is created 0o700 first (before the engine does) so its output files can
-        live there; they are 0o600. Raises OSError if the interpreter cannot be started.
+        live there; they are 0o600. `new_dir`: the caller created `run_dir` for this launch
+        (`new_run_dir`), so it is as much this launch's as one created here (see `discard_unstarted`).
+        Raises OSError if the interpreter cannot be started.
         """
         run = Path(run_dir)
+        created_dir = new_dir or not run.is_dir()
         _private_dir(run)
         argv = engine_command(run, train_args, python)
+        created = tuple(name for name in (OUT_NAME, ERR_NAME) if not os.path.lexists(run / name))
+        log_at_launch = _file_id(run / LOG_NAME)  # before the child exists: nothing of its own in it yet
         out_fd = _private_append(run / OUT_NAME)
         err_fd = _private_append(run / ERR_NAME)
         try:
@@ -89,7 +104,8 @@ class EngineProcess:
         finally:
             os.close(out_fd)  # the child holds its own copies
             os.close(err_fd)
-        return cls(popen, run, argv, err_offset)
+        return cls(popen, run, argv, err_offset, created_dir=created_dir, created_files=created,
+                   log_at_launch=log_at_launch)
 
     @property
     def pid(self) -> int:
@@ -127,6 +143,59 @@ class EngineProcess:
             return ""
         return data.decode("utf-8", errors="replace")[-n_chars:]
 
+    def has_logged(self) -> bool:
+        """Whether the run log has changed since the launch: this engine wrote its first event.
+
+        Only the file's identity and size are looked at (a replaced log, `--overwrite`, is a new file).
+        """
+        now = _file_id(self.run_dir / LOG_NAME)
+        if now is None or now[1] == 0:  # the engine opens its log before it has anything to say
+            return False
+        before = self._log_at_launch
+        return before is None or now[0] != before[0] or now[1] > before[1]
+
+    def wait_until_logging(self, timeout: float, interval: float = 0.05) -> int | None:
+        """Wait until the engine writes its first event or exits, for at most `timeout` seconds.
+
+        Returns its exit code when it exited without writing an event (it refused to start: bad
+        options, a locked or occupied directory, missing data: the reason is on stderr), else None
+        (it is logging, or still starting after `timeout`).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self._popen.poll()  # before looking at the log: an event written before the exit is seen
+            if self.has_logged():
+                return None
+            if code is not None:
+                return code
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(interval)
+
+    def discard_unstarted(self) -> bool:
+        """After a refused start: remove what this launch left behind; True if the directory went too.
+
+        The run directory is removed only when `start` created it and it holds nothing but this
+        launch's output files (and the engine's lock file or an empty log, which it leaves when it
+        dies before cleaning up). A directory that existed before is never removed; from it only
+        the output files `start` created go. Links and anything else are left alone.
+        """
+        if self._popen.poll() is None:
+            raise RuntimeError("the engine is still running")
+        if self.created_dir and _only_leftovers(self.run_dir):
+            for name in _LEFTOVERS:
+                (self.run_dir / name).unlink(missing_ok=True)
+            try:
+                self.run_dir.rmdir()
+                return True
+            except OSError:
+                return False  # something arrived meanwhile: keep it
+        for name in self.created_files:
+            path = self.run_dir / name
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+        return False
+
     def _signal_group(self, sig: int) -> None:
         if self._popen.poll() is not None:
             return  # reaped: the id may already belong to someone else
@@ -145,6 +214,33 @@ class EngineProcess:
 
     def __repr__(self) -> str:
         return f"EngineProcess(pid={self.pid}, run_dir={str(self.run_dir)!r}, returncode={self.poll()})"
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(inode, size) of a file, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size
+
+
+_LEFTOVERS = frozenset({OUT_NAME, ERR_NAME, LOCK_NAME, LOG_NAME})
+
+
+def _only_leftovers(run_dir: Path) -> bool:
+    """Whether `run_dir` holds only what a refused start leaves: output files, a lock, an empty log."""
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return False
+    for name in names:
+        path = run_dir / name
+        if name not in _LEFTOVERS or path.is_symlink() or not path.is_file():
+            return False
+        if name == LOG_NAME and path.stat().st_size > 0:
+            return False
+    return True
 
 
 def new_run_dir(base: str | os.PathLike[str] = "runs", task: str = "digits", now: float | None = None) -> Path:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PURE_CORE = [
     "engine", "engine.lifecycle", "engine.gates", "engine.alpha", "engine.metrics", "engine.config",
     "engine.controller", "engine.governor", "engine.commands", "engine.control", "engine.telemetry",
-    "engine.launch",
+    "engine.launch", "engine.options", "engine.rundir",
 ]
 UI_MODULES = {"textual", "rich", "esper_tui", "themes", "textual_plotext", "plotext"}
 
@@ -47,3 +47,15 @@ def test_import_linter_contracts_hold():
     assert lint, "import-linter is a dev dependency; install with .[dev]"
     out = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("package", ["esper_tui", "esper_tui.screens", "esper_tui.widgets"])
+def test_no_import_circles_in_the_dashboard_even_for_type_checking(package):
+    """DESIGN.md: no import circles, type-checking imports included (import-linter's contracts leave
+    those out). The screen used to import the app for a type hint while the app imported the screen."""
+    import grimp
+
+    graph = grimp.build_graph("esper_tui", "engine", "themes", exclude_type_checking_imports=False)
+    assert graph.nominate_cycle_breakers(package) == set()
+    for layer in ("esper_tui.screens", "esper_tui.widgets"):
+        assert not graph.chain_exists(importer=layer, imported="esper_tui.app", as_packages=True)

@@ -1,16 +1,31 @@
-"""Quitting a live run: stop it gracefully, or detach and leave it training. Dismisses with the choice."""
+"""Quitting a live run: stop it gracefully, or detach and leave it training. Dismisses with the choice.
+
+The dialog says what each choice does to the run, and gives the whole command that comes back to it
+(`esper-tui attach` with the run directory's real path, wrapped, never cut): after a detach it is
+all the operator has to find the run again.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label
+from textual.widgets import Button, Label, Static
+
+from engine.telemetry.safe_text import safe_text
 
 Choice = Literal["stop", "detach", "cancel"]
+PLACEHOLDER = "RUN_DIR"  # what the app passes when it has no run directory to name
+
+
+def attach_command(run_dir: str) -> str:
+    """`esper-tui attach` with the run directory as an absolute path (it works from any directory)."""
+    where = run_dir if run_dir == PLACEHOLDER else os.path.abspath(run_dir)
+    return f"esper-tui attach {safe_text(where)}"
 
 
 class QuitScreen(ModalScreen[Choice]):
@@ -21,20 +36,26 @@ class QuitScreen(ModalScreen[Choice]):
         Binding("d", "choose('detach')", "Detach"),
         Binding("escape,c", "choose('cancel')", "Cancel"),
     ]
+    DEFAULT_CSS = """
+    QuitScreen #attach-command { text-style: bold; margin-bottom: 1; padding-left: 3; }
+    QuitScreen .choice { margin-bottom: 0; }
+    """
 
     def __init__(self, run_dir: str) -> None:
         super().__init__(classes="dialog")
         self.run_dir = run_dir
+        self.command = attach_command(run_dir)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label("Quit the dashboard. What should happen to the run?", id="question")
-            yield Label(  # a path may hold "[": plain text
-                f"Detach leaves it training; come back with: esper-tui attach {self.run_dir}", id="hint",
-                markup=False,
-            )
+            yield Static("s  Stop: the run saves a checkpoint and ends.", classes="choice", markup=False)
+            yield Static("d  Detach: the dashboard closes, the run goes on.", classes="choice", markup=False)
+            yield Static("   Watch it again with:", classes="choice", markup=False)
+            # A Static wraps (a long path folds onto the next line); a path may hold "[": plain text.
+            yield Static(self.command, id="attach-command", markup=False)
             with Horizontal(id="buttons"):
-                yield Button("Stop the run (s)", variant="error", id="stop")
+                yield Button("Stop (s)", variant="error", id="stop")
                 yield Button("Detach (d)", variant="primary", id="detach")
                 yield Button("Cancel (esc)", id="cancel")
 
