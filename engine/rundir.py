@@ -40,9 +40,11 @@ def _describe_os_error(exc: OSError) -> str:
 class RunDir:
     """A run directory this process holds the lock of. Create with `claim`; `release` when done."""
 
-    def __init__(self, path: Path, lock_fd: int, created: bool = False) -> None:
+    def __init__(self, path: Path, lock_fd: int, created: tuple[Path, ...] = ()) -> None:
         self.path = path
-        self.created = created  # whether claim made the directory (only then may abandon remove it)
+        # The directories claim made, the run directory first, then any parents it needed: only
+        # these may abandon remove.
+        self.created = created
         self._lock_fd: int | None = lock_fd
 
     @classmethod
@@ -56,14 +58,15 @@ class RunDir:
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise StartError(f"run directory {p} is a file, not a directory: choose another --run-dir")
-        created = False
+        created: tuple[Path, ...] = ()
         if not p.exists():
             if mode == "resume":
                 raise StartError(f"cannot resume: {p} does not exist (give the run directory of an earlier run)")
             try:
+                missing = tuple(d for d in (p, *p.parents) if not d.exists())
                 p.mkdir(mode=0o700, parents=True)
                 os.chmod(p, 0o700)  # mkdir's mode is narrowed by the umask; this one we created
-                created = True
+                created = missing
             except FileExistsError:
                 pass  # created meanwhile by someone else: the checks below judge it
             except OSError as exc:
@@ -116,11 +119,11 @@ class RunDir:
         if log.is_file() and not log.is_symlink() and log.stat().st_size == 0:
             log.unlink()
         (self.path / LOCK_NAME).unlink(missing_ok=True)
-        if self.created:
+        for directory in self.created:  # the run directory, then the parents made for it
             try:
-                self.path.rmdir()
+                directory.rmdir()
             except OSError:
-                pass  # someone else's files are in it: keep them
+                break  # someone else's files are in it: keep it and everything above
 
     def __del__(self) -> None:
         self.release()

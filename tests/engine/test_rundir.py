@@ -225,6 +225,7 @@ def test_missing_data_is_one_line_and_leaves_nothing_behind(tmp_path):
     line = one_clear_line(engine("--run-dir", str(run_dir), "--task", "cifar10", "--data-dir", str(tmp_path / "nowhere")))
     assert "cifar" in line.lower() and str(tmp_path / "nowhere") in line
     assert not run_dir.exists(), "a run that never started must not leave its directory behind"
+    assert not run_dir.parent.exists(), "nor the runs/ directory made for it"
 
 
 def test_a_refused_start_in_an_existing_directory_keeps_it_and_its_files(tmp_path):
