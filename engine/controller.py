@@ -84,6 +84,8 @@ class Controller:
     rotation: int = 0
     last_germination_epoch: int | None = None
     culled_at: dict[str, int] = field(default_factory=dict)  # blueprint → epoch of its last cull
+    # Why the last `decide` grew nothing, in words ("host not stable: …"); None when it germinated.
+    waiting: str | None = None
 
     def note_culled(self, blueprint: str | None, epoch: int) -> None:
         """Remember a cull (by anyone) so the rotation avoids that blueprint for a while."""
@@ -96,8 +98,11 @@ class Controller:
         view = replace(view, blueprints=ordered)
         decisions = [d for s in view.slots if (d := self._manage(s, view)) is not None]
         growth = self._germination(view)
-        if growth is not None:
+        if isinstance(growth, Decision):
             decisions.append(growth)
+            self.waiting = None
+        else:
+            self.waiting = growth
         return decisions
 
     # -------------------------------------------------------------- live seeds
@@ -122,38 +127,67 @@ class Controller:
         return None
 
     # -------------------------------------------------------------- growth
-    def _germination(self, view: ControllerView) -> Decision | None:
+    def _germination(self, view: ControllerView) -> Decision | str:
+        """A germination, or why there is none yet (what the autopilot is waiting for, in words)."""
         c = self.config
         if view.epoch < c.min_epoch:
-            return None
-        growing = sum(1 for s in view.slots if s.stage in EARLY_STAGES)
-        if growing >= c.max_growing_seeds:
-            return None
+            return f"lets the host train alone until epoch {c.min_epoch} (now {view.epoch})"
+        growing = [s for s in view.slots if s.stage in EARLY_STAGES]
+        if len(growing) >= c.max_growing_seeds:
+            # No stage in the words: the seed may move on in this very epoch, and the line stays true.
+            names = ", ".join(s.slot for s in growing)
+            return f"brings up one seed at a time: {names} first"
         if self.last_germination_epoch is not None and view.epoch - self.last_germination_epoch < c.plateau_window:
-            return None
+            return (f"germinated at epoch {self.last_germination_epoch}; grows again at epoch "
+                    f"{self.last_germination_epoch + c.plateau_window} at the earliest")
         stable = host_is_stable(view.val_losses, c.stable_window, c.stable_rel_improvement)
         plateau = accuracy_plateau(view.val_accuracies, c.plateau_window, c.plateau_min_gain)
         deadline = None if view.planned_epochs is None or c.first_growth_by >= 1 else round(
             c.first_growth_by * view.planned_epochs)
         overdue = deadline is not None and self.last_germination_epoch is None and view.epoch >= deadline
         if not (stable and plateau) and not overdue:
-            return None
-        for s in view.slots:
-            if s.stage is not Stage.DORMANT:
-                continue
+            return self._not_yet(view, stable, deadline)
+        free = [s for s in view.slots if s.stage is Stage.DORMANT]
+        for s in free:
             choice = self._pick_blueprint(view, s.fitting_blueprints)
             if choice is None:
                 continue
             self.last_germination_epoch = view.epoch
             if stable and plateau:
                 gain = view.val_accuracies[-1] - view.val_accuracies[-1 - c.plateau_window]
-                reason = (f"plateau: accuracy gained {gain:+.2f} points over {c.plateau_window} epochs "
-                          f"(< {c.plateau_min_gain}) and the host is stable")
+                reason = (f"plateau: accuracy changed by {gain:+.2f} points over {c.plateau_window} epochs "
+                          f"(a plateau is below +{c.plateau_min_gain}) and the host is stable")
             else:
                 reason = (f"no plateau by epoch {deadline} ({c.first_growth_by:.0%} of {view.planned_epochs} "
                           "planned): growing now so that a seed can finish its trial in time")
             return Decision("germinate", s.slot, choice, reason)
-        return None
+        if not free:
+            return "would grow now, but no slot is free"
+        return "would grow now, but no blueprint fits a free slot's parameter budget"
+
+    def _not_yet(self, view: ControllerView, stable: bool, deadline: int | None) -> str:
+        """Why the host is not ready to grow: the first unmet condition, with its numbers."""
+        c = self.config
+        if not stable:
+            window = view.val_losses[-c.stable_window - 1:]
+            if len(window) < c.stable_window + 1:
+                why = f"host not stable yet: needs {c.stable_window + 1} epochs of val loss (has {len(window)})"
+            else:
+                changes = [(after - before) / before for before, after in zip(window, window[1:]) if before > 0]
+                worst = min(changes, default=0.0)
+                why = (f"host not stable: val loss {100 * worst:+.1f} %/epoch, needs every epoch above "
+                       f"{-100 * c.stable_rel_improvement:+.0f} %")
+        else:
+            window = view.val_accuracies[-c.plateau_window - 1:]
+            if len(window) < c.plateau_window + 1:
+                why = f"no accuracy plateau yet: needs {c.plateau_window + 1} epochs (has {len(window)})"
+            else:
+                gain = window[-1] - window[0]
+                why = (f"accuracy still rising: {gain:+.2f} points over {c.plateau_window} epochs "
+                       f"(a plateau is below +{c.plateau_min_gain})")
+        if deadline is not None and self.last_germination_epoch is None:
+            why += f"; grows anyway at epoch {deadline}"
+        return why
 
     def _pick_blueprint(self, view: ControllerView, fitting: tuple[str, ...]) -> str | None:
         """Next blueprint in rotation that fits, skipping recently culled ones when possible."""

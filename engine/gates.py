@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from engine.lifecycle import Stage
 
 CheckValue = bool | int | float | str | None
+Comparator = Literal[">=", "<=", "=="]
 
 
 class CreditReport(BaseModel):
@@ -39,7 +40,14 @@ class GateCheck(BaseModel):
     value: CheckValue
     threshold: CheckValue
     passed: bool
+    op: Comparator | None = None  # how value is held against threshold (None: by name, `CHECK_OPS`)
     credit: CreditReport | None = None
+
+    @property
+    def sentence(self) -> str:
+        """The check in words: "alpha 1.00 ≥ 0.99" when it holds, "needs alpha ≥ 0.99 (now 0.35)"
+        when it does not; a maximum reads "at most", a yes/no check "seed built: yes"."""
+        return check_sentence(self)
 
     @model_serializer(mode="wrap")
     def _drop_absent_credit(self, handler):  # only credit checks carry it; keep other lines short
@@ -91,16 +99,75 @@ class GateResult(BaseModel):
             return f"{label} passed"
         if self.gate is None:  # an illegal edge: the check's threshold carries the explanation
             return "refused: " + "; ".join(str(c.threshold) for c in self.failed_checks)
-        parts = [f"{c.name}={_fmt(c.value)} (needs {_fmt(c.threshold)})" for c in self.failed_checks]
-        return f"{label} failed: " + "; ".join(parts)
+        return f"{label} failed: " + "; ".join(c.sentence for c in self.failed_checks)
 
 
 def _fmt(v: CheckValue) -> str:
     if v is None:
         return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+# What each check measures, in words (a check not listed is shown by its name, underscores as spaces).
+CHECK_LABELS: dict[str, str] = {
+    "slot_exists": "slot exists",
+    "slot_dormant": "slot",
+    "blueprint_registered": "blueprint",
+    "shape_preserved": "output shape",
+    "param_budget": "seed parameters",
+    "stage": "stage",
+    "seed_built": "seed built",
+    "on_host_device": "on the host's device",
+    "on_host_dtype": "in the host's dtype",
+    "probe_output_finite": "probe output finite",
+    "epochs_in_stage": "epochs in stage",
+    "host_gradients_absent": "gradient ratio",
+    "grad_ratio": "gradient ratio",
+    "grad_ratio_relative": "gradient ratio (relative to its mean)",
+    "seed_grad_finite": "seed gradients finite",
+    "seed_grad_not_exploding": "seed gradient norm",
+    "alpha": "alpha",
+    "finite_loss": "loss finite",
+    "val_loss_vs_pre_blend": "val loss (vs before blending, with tolerance)",
+    "counterfactual": "credit",
+    "credit_low": "credit's lower bound",
+    "seed_healthy": "seed healthy",
+    "legal_transition": "transition",
+}
+# Which way each threshold check goes, declared once: the gates stamp it on every check, and a log
+# written before checks carried it is read with the same table.
+CHECK_OPS: dict[str, Comparator] = {
+    "param_budget": "<=",
+    "epochs_in_stage": ">=",
+    "grad_ratio": ">=",
+    "grad_ratio_relative": ">=",
+    "seed_grad_not_exploding": "<=",
+    "alpha": ">=",
+    "val_loss_vs_pre_blend": "<=",
+    "counterfactual": ">=",
+    "credit_low": ">=",
+}
+
+
+def check_sentence(check: GateCheck) -> str:
+    """One check as a sentence (see `GateCheck.sentence`). Unmeasured values read "not measured yet"."""
+    label = CHECK_LABELS.get(check.name, check.name.replace("_", " "))
+    value, threshold = _fmt(check.value), _fmt(check.threshold)
+    if check.name == "legal_transition":
+        return f"not a legal move: {threshold}"
+    now = "not measured yet" if check.value is None else f"now {value}"
+    op = check.op or CHECK_OPS.get(check.name, "==")
+    if op == ">=":
+        return f"{label} {value} ≥ {threshold}" if check.passed else f"needs {label} ≥ {threshold} ({now})"
+    if op == "<=":
+        return f"{label} {value}, at most {threshold}" if check.passed else f"needs {label} at most {threshold} ({now})"
+    if isinstance(check.threshold, bool):
+        return f"{label}: {value}" if check.passed else f"needs {label} ({now})"
+    return f"{label} {value}" if check.passed else f"needs {label} {threshold} ({now})"
 
 
 class GateThresholds(BaseModel):
@@ -199,7 +266,8 @@ class GateInputs:
 
 def _check(name: str, value: CheckValue, threshold: CheckValue, passed: bool,
            credit: CreditReport | None = None) -> GateCheck:
-    return GateCheck(name=name, value=value, threshold=threshold, passed=bool(passed), credit=credit)
+    return GateCheck(name=name, value=value, threshold=threshold, passed=bool(passed),
+                     op=CHECK_OPS.get(name, "=="), credit=credit)
 
 
 def _stage_check(s: GateInputs, required: Stage) -> GateCheck:

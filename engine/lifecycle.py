@@ -43,6 +43,18 @@ ACTIVE_STAGES: frozenset[Stage] = frozenset(
     {Stage.TRAINING, Stage.BLENDING, Stage.SHADOWING, Stage.PROBATIONARY, Stage.FOSSILIZED}
 )
 
+# The alpha a slot takes on entering a stage (BLENDING ramps up from 0; at full strength it is 1);
+# stages not listed keep the alpha they had. The slot applies it; readers of the log fold it.
+ENTRY_ALPHA: dict[Stage, float] = {
+    Stage.BLENDING: 0.0,
+    Stage.SHADOWING: 1.0,
+    Stage.PROBATIONARY: 1.0,
+    Stage.FOSSILIZED: 1.0,
+    Stage.CULLED: 0.0,
+    Stage.EMBARGOED: 0.0,
+    Stage.DORMANT: 0.0,
+}
+
 # Stages with a counterfactual measurement (alpha forced to 0 for one evaluation).
 COUNTERFACTUAL_STAGES: frozenset[Stage] = frozenset(
     {Stage.BLENDING, Stage.SHADOWING, Stage.PROBATIONARY}

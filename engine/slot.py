@@ -21,6 +21,7 @@ from engine.gates import GateInputs, GateResult, evaluate, refused
 from engine.isolation import blend, ste
 from engine.lifecycle import (
     ACTIVE_STAGES,
+    ENTRY_ALPHA,
     LIVE_STAGES,
     Stage,
     TransitionCheck,
@@ -394,17 +395,16 @@ class SeedSlot(nn.Module):
                 self.config.alpha_temperature,
             )
             self.blend_step = 0
-            self._set_alpha(0.0)
             m.val_loss_pre_blend = m.val_loss
             m.accuracy_at_blend_start = m.val_accuracy
         elif target in (Stage.SHADOWING, Stage.PROBATIONARY, Stage.FOSSILIZED):
             self._schedule = None
-            self._set_alpha(1.0)
         elif target is Stage.CULLED:
             self.seed = None  # drop the parameters; the trainer drops the seed's optimizer
             self._schedule = None
-            self._set_alpha(0.0)
         elif target is Stage.DORMANT:
             self.blueprint = None
             self.seed_id = None
+        if target in ENTRY_ALPHA:
+            self._set_alpha(ENTRY_ALPHA[target])
         self._pending.append(record)

@@ -35,6 +35,7 @@ from engine.credit import CreditBook
 from engine.gates import GateResult, evaluate
 from engine.governor import LossWatch
 from engine.hosts import CNNHost, TransformerHost
+from engine.hosts.base import base_param_count
 from engine.isolation import grad_sq_norms
 from engine.lifecycle import COUNTERFACTUAL_STAGES, LIVE_STAGES, Stage, gate_for, next_stage, probation_limit
 from engine.objective import Evaluation, task_loss
@@ -123,6 +124,7 @@ class Trainer:
         self.rollbacks_in_a_row = 0
         self.warned: set[tuple[str | None, str]] = set()
         self.stop_cause = "operator"
+        self._autopilot_said: str | None = None  # the AutopilotWaiting reason last logged
         self.checkpoint_epoch: int | None = int(saved["epoch"]) if saved else None
         self._in_epoch = False
         self._hung_up = False
@@ -320,6 +322,7 @@ class Trainer:
             planned_epochs=self.config.epochs,
             blueprints={n: blueprints.get(self.task.topology, n).description for n in blueprints.names(self.task.topology)},
             resumed=self._saved is not None,
+            host_params=base_param_count(self.host),
             resumed_from_epoch=int(self._saved["epoch"]) if self._saved else None,
             resumed_after_seq=self._saved.get("seq") if self._saved else None,
         )
@@ -513,8 +516,8 @@ class Trainer:
             if high is not None and high <= 0:
                 # Early cull only when even the optimistic end of the interval says it does not help.
                 m = slot.metrics
-                self.bank.cull(sid, f"credit {m.counterfactual:+.2f} [{m.credit_low:+.2f}, {high:+.2f}] points "
-                               f"({m.credit_method}): even its upper bound is <= 0 during probation", "timeout")
+                self.bank.cull(sid, f"credit ≤ 0 during probation: {m.counterfactual:+.2f} [{m.credit_low:+.2f}, "
+                               f"{high:+.2f}] points ({m.credit_method}), even its upper bound", "timeout")
             elif slot.epochs_in_stage >= limit:
                 g5 = evaluate("G5", slot.gate_inputs(), self.config.lifecycle.gates)
                 if not g5.passed:
@@ -550,7 +553,12 @@ class Trainer:
                                   slot.metrics.accuracy_at_stage_start, fitting, gates.get(sid)))
         view = ControllerView(self.epoch, tuple(self.val_losses), tuple(self.val_accuracies), tuple(views), names,
                               planned_epochs=self.config.epochs)
-        for d in self.controller.decide(view):
+        decisions = self.controller.decide(view)
+        if self.controller.waiting != self._autopilot_said:
+            # Said when it changes: the operator always sees why nothing happens, the log stays short.
+            self._autopilot_said = self.controller.waiting
+            self.emit(ev.AutopilotWaiting, reason=self.controller.waiting)
+        for d in decisions:
             self.emit(ev.ControllerDecision, action=d.action, slot=d.slot, blueprint=d.blueprint, reason=d.reason)
             if d.action == "germinate":
                 self.bank.germinate(d.slot, d.blueprint, "autopilot")
@@ -596,7 +604,7 @@ class Trainer:
         culled = []
         for sid in involved:
             if self.host.slots[sid].stage in LIVE_STAGES:
-                self.bank.cull(sid, f"governor: {trigger} loss while this seed was live", "governor")
+                self.bank.cull(sid, f"{trigger} loss while this seed was live", "governor")
                 culled.append(sid)
         self.emit(ev.GovernorRollback, trigger=trigger, loss=loss if math.isfinite(loss) else None,
                   restored_epoch=restored_epoch, seeds_culled=culled)
@@ -687,6 +695,7 @@ class Trainer:
             return None
         if name == "autopilot":
             self.autopilot = cmd.enabled
+            self._autopilot_said = None  # switched back on: say again what it waits for
             return None
         if name == "set_lr":
             self._set_lr(cmd.value)

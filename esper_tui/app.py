@@ -1,36 +1,42 @@
-"""EsperApp(source): themes, stylesheets, the refresh timer, and operator commands to the engine.
+"""EsperApp(source): themes, stylesheets, the refresh timer, and the one place operator commands leave.
 
 The app takes its source as a constructor argument (live, replay or a fixture), drains it on a
-timer capped at `refresh` Hz, folds the events through the pure reducer and pushes the state down to
-the dashboard. Every command key ends in a notification of the engine's own answer.
+timer capped at `refresh` Hz, folds the events through the pure reducer and pushes the state, the
+typed status and the operator's controls down to the dashboard. Screens post `CommandRequested`;
+the app sends it from a worker thread (a socket round trip never blocks the UI) and shows one toast
+per command: the engine's answer, and another only when the engine moves that slot on its own
+right after.
 """
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from textual import on
 from textual.app import App, SystemCommand
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.worker import get_current_worker
 
 from engine.telemetry.safe_text import safe_text
-from esper_tui.screens import BlueprintPicker, ConfirmScreen, CrashScreen, DashboardScreen, HelpScreen, QuitScreen
-from esper_tui.screens.dashboard import KEYS
-from esper_tui.sources import ReplaySource, RunSource
-from esper_tui.state import CRASHED, FINISHED, PAUSED, STOPPED, RunState, apply, note_problems
+from esper_tui.answers import CommandDesk
+from esper_tui.keys import KEYS, REPLAY_ONLY, help_rows
+from esper_tui.messages import CommandRequest, CommandRequested, CommandSent, SeekRequested
+from esper_tui.replay import ReplaySource
+from esper_tui.screens import CrashScreen, DashboardScreen, HelpScreen, QuitScreen
+from esper_tui.sources import RunSource
+from esper_tui.state import CRASHED, FINISHED, STOPPED, RunState, apply, note_problems
+from esper_tui.status import Controls, Status
 from themes import STYLESHEETS, THEMES, VARIABLE_DEFAULTS, next_theme
 
 ENDED = (FINISHED, STOPPED, CRASHED)
 CPU_BUDGET = 0.05  # share of one core the UI may spend drawing before it skips frames
 MAX_STALE = 1.0  # ... but the screen is never older than this (seconds)
-_KEY_NAMES = {"question_mark": "?", "slash": "/", "full_stop": ".", "equals_sign": "=", "plus": "+", "minus": "-"}
-
-
-def key_label(keys: str) -> str:
-    """"plus,equals_sign" -> "+,=": keys as typed, not by Textual's names."""
-    return ",".join(_KEY_NAMES.get(k, k) for k in keys.split(","))
+SENDER_POLL = 0.1  # the sender thread's wait for the next command: short, so app exit never waits on it
+NOT_STEERABLE = "commands are disabled here (replay or finished run)"
 
 
 class EsperApp(App[None]):
@@ -47,10 +53,12 @@ class EsperApp(App[None]):
         self.refresh_hz = max(0.5, min(refresh, 30.0))
         self.state = RunState()
         self.run_dir = run_dir
+        self.desk = CommandDesk()
         self._initial_theme = theme
-        self._drawn_version = -1
-        self._drawn_status: str | None = None
-        self._pending: dict[str, str] = {}  # command id → what the operator asked, awaiting the answer
+        self._drawn: tuple[int, Status | None, Controls] | None = None
+        self._drawn_status: Status | None = None
+        self._outbox: queue.SimpleQueue[CommandRequest] = queue.SimpleQueue()
+        self._stop_request: CommandRequest | None = None  # the quit dialog's "stop": exit once it is sent
         self._crash_shown = False
         self.exit_code = 0
         self._drawn_at = float("-inf")
@@ -68,6 +76,7 @@ class EsperApp(App[None]):
         self.theme = self._initial_theme if self._initial_theme in THEMES else "esper-dark"
         self.push_screen(DashboardScreen())
         self.run_worker(self._start_source, thread=True, name="source", exit_on_error=False)
+        self.run_worker(self._send_commands, thread=True, name="sender", exit_on_error=False)
         self.set_interval(1.0 / self.refresh_hz, self.tick, name="refresh")
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
@@ -90,9 +99,11 @@ class EsperApp(App[None]):
 
     @property
     def dashboard(self) -> DashboardScreen:
+        """The dashboard screen, wherever it is in the stack (LookupError before it is pushed)."""
         return self.get_screen_by_type(DashboardScreen)
 
     def get_screen_by_type(self, kind: type[Screen]) -> Any:
+        """The first screen of the stack that is a `kind`; LookupError if there is none."""
         for screen in self.screen_stack:
             if isinstance(screen, kind):
                 return screen
@@ -100,65 +111,75 @@ class EsperApp(App[None]):
 
     # ------------------------------------------------------------------ the refresh tick
     def tick(self) -> None:
-        """Drain new events, reduce, answer pending commands, redraw if anything changed."""
+        """Drain new events, reduce, tell the operator what their commands did, redraw if anything changed."""
         # Catching up on a long log: keep draining, but give the screen back within ~0.15 s.
         deadline = time.monotonic() + 0.15
         while True:
             batch = self.source.drain()
             for event in batch:
                 self.state = apply(self.state, event)  # a new state after a source's Restart
+                self.desk.see(event)
             if not batch or time.monotonic() > deadline:
                 break
         note_problems(self.state, self.source.problems, self.source.skipped_lines)
-        answered = self._notify_answers()
+        notices = self.desk.take(self.state)
+        for notice in notices:
+            self.notify(notice.message, severity=notice.severity, timeout=notice.timeout)
         status = self.status_override()
-        if self.state.version == self._drawn_version and status == self._drawn_status:
+        controls = self.controls()
+        drawn = (self.state.version, status, controls)
+        if drawn == self._drawn:
             return
-        # An engine's answer is drawn in the same frame as its notification: the operator reads the
-        # toast, then the log line and the card it refers to, never a screen up to MAX_STALE behind it.
-        if self._over_budget(status) and not answered:
+        # An engine's answer is drawn in the same frame as its toast: the operator reads the toast,
+        # then the log line and the card it refers to, never a screen up to MAX_STALE behind it.
+        over_budget = self._over_budget(status)
+        if over_budget and not notices and self._drawn is not None and controls == self._drawn[2]:
             return
-        self._drawn_version, self._drawn_status = self.state.version, status
+        self._drawn, self._drawn_status = drawn, status
         self._drawn_at = time.monotonic()
         try:
-            self.dashboard.show(self.state, status)
+            self.dashboard.show(self.state, status, controls)
         except LookupError:
             return
-        if (self.state.status == CRASHED or status == CRASHED) and not self._crash_shown:
+        if (self.state.status == CRASHED or (status is not None and status.word == CRASHED)) and not self._crash_shown:
             self._show_crash()
 
-    def _over_budget(self, status: str | None) -> bool:
+    def _over_budget(self, status: Status | str | None) -> bool:
         """Whether to skip this frame to keep the UI's CPU share under `CPU_BUDGET`.
 
         Training shares the machine (on a 2-vCPU box often one physical core): every frame the UI
         draws is time the engine may lose. When the process used more than its budget since the
         last tick, this frame is skipped, but never for longer than `MAX_STALE` seconds, and never
         when the status changed (paused, finished, crashed show at once). `tick` never skips the
-        frame that brings an engine's answer either.
+        frame that brings an engine's answer, nor one that says a command is on its way.
         """
         wall, cpu = time.monotonic(), time.process_time()
         share = (cpu - self._cpu_mark) / max(wall - self._wall_mark, 1e-3)
         self._cpu_mark, self._wall_mark = cpu, wall
         return share > CPU_BUDGET and status == self._drawn_status and wall - self._drawn_at < MAX_STALE
 
-    def status_override(self) -> str | None:
-        """The source's word on the status when the log alone cannot tell (DETACHED, CRASHED, REPLAY)."""
+    def status_override(self) -> Status | None:
+        """The status when the log alone cannot tell: a replay's (speed, paused, at the end), or the
+        source's word (DETACHED, CRASHED) while the log has not ended the run."""
+        replay = self.replay_source()
+        if replay is not None:
+            return Status.replay(playing=replay.playing, speed=replay.speed, at_end=replay.at_end)
         hint = self.source.status_hint()
-        if hint == CRASHED or (hint and (hint.startswith("REPLAY") or self.state.status not in ENDED)):
-            return hint
+        if hint and (hint == CRASHED or self.state.status not in ENDED):
+            return Status(hint)  # a bare word: LiveSource's hints carry no payload
         return None
 
-    def _notify_answers(self) -> bool:
-        """Notify the engine's answers to the operator's pending commands; whether there were any."""
-        answered = [c for c in self._pending if c in self.state.answers]
-        for command_id in answered:
-            asked = self._pending.pop(command_id)
-            answer = self.state.answers[command_id]
-            if answer.applied:
-                self.notify(f"{asked}: applied", title="engine")
-            else:
-                self.notify(f"{asked}: rejected: {answer.reason}", title="engine", severity="error", timeout=8)
-        return bool(answered)
+    def controls(self) -> Controls:
+        """What the operator can do now, for the dashboard to offer (or explain)."""
+        return Controls(steerable=self._why_not_steerable() is None, replaying=self.replay_source() is not None,
+                        pending=self.desk.pending)
+
+    def _why_not_steerable(self) -> str | None:
+        if not self.source.can_command:
+            return NOT_STEERABLE
+        if self.state.status in ENDED:
+            return f"the run has {self.state.status.lower()}: nothing to steer"
+        return None
 
     def _show_crash(self) -> None:
         self._crash_shown = True
@@ -172,85 +193,58 @@ class EsperApp(App[None]):
             traceback = self.source.stderr_tail()
         self.push_screen(CrashScreen(title, traceback, self.run_dir))
 
-    # ------------------------------------------------------------------ commands
-    def command(self, name: str, describe: str | None = None, **fields: Any) -> None:
-        """Send one command; its answer arrives later in the log and is shown when it does."""
-        if not self.source.can_command:
-            self.notify("commands are disabled here (replay or finished run)", severity="warning")
+    # ------------------------------------------------------------------ commands (messages up)
+    @on(CommandRequested)
+    def _command_requested(self, message: CommandRequested) -> None:
+        """Every operator command passes here: refused with the reason, or queued for the sender."""
+        why = self._why_not_steerable()
+        if why is not None:
+            self.notify(why, severity="warning")
             return
-        if self.state.status in ENDED:
-            self.notify(f"the run has {self.state.status.lower()}: nothing to steer", severity="warning")
-            return
-        result = self.source.send(name, **fields)
-        asked = describe or " ".join([name, *(str(v) for v in fields.values())])
-        if not result.ok:
-            self.notify(f"{asked}: not sent: {result.error}", severity="error", timeout=8)
-            return
-        self._pending[result.command_id] = asked
-        self.notify(f"{asked}: sent, waiting for the engine", timeout=2)
+        self._send(message.request)
 
-    def slot_command(self, name: str, slot: str | None) -> None:
-        if slot is None:
-            self.notify("no slot selected", severity="warning")
-            return
-        self.command(name, slot=slot)
+    def _send(self, request: CommandRequest) -> None:
+        self.desk.queued(request)
+        self._outbox.put(request)
+        self.tick()  # "sending …" shows now, not at the next refresh
 
-    def germinate(self, slot: str | None) -> None:
-        if slot is None or not self.source.can_command:
-            self.command("germinate")  # reports why nothing can be sent
-            return
-        blueprints = self.state.blueprints or {}
-        if not blueprints:
-            self.notify("this run did not list its blueprints", severity="warning")
-            return
+    def _send_commands(self) -> None:
+        """The sender thread: one command at a time, in the order asked (a step_epoch must not
+        overtake the pause before it), each reply posted back as a CommandSent message."""
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            try:
+                request = self._outbox.get(timeout=SENDER_POLL)
+            except queue.Empty:
+                continue
+            result = self.source.send(request.command, **request.fields)
+            self.post_message(CommandSent(request, result))
 
-        def chosen(name: str | None) -> None:
-            if name:
-                self.command("germinate", slot=slot, blueprint=name)
+    @on(CommandSent)
+    def _command_sent(self, message: CommandSent) -> None:
+        self.desk.sent(message.request, message.result)
+        if message.request is self._stop_request:
+            self._stop_request = None
+            if message.result.ok:
+                self.exit(return_code=self.exit_code, message="stopping the run gracefully (checkpoint, then exit)")
+                return
+        self.tick()
 
-        self.push_screen(BlueprintPicker(slot, blueprints), chosen)
-
-    def confirm_then(self, question: str, name: str, **fields: Any) -> None:
-        if fields.get("slot", "") is None:
-            self.notify("no slot selected", severity="warning")
-            return
-
-        if not self.source.can_command or self.state.status in ENDED:
-            self.command(name, **fields)  # reports why nothing can be sent; no point asking first
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.command(name, **fields)
-
-        self.push_screen(ConfirmScreen(question), answered)
-
-    def pause_resume(self) -> None:
-        self.command("resume" if self.state.status == PAUSED else "pause")
-
-    def toggle_autopilot(self) -> None:
-        enabled = not bool(self.state.autopilot)
-        self.command("autopilot", f"autopilot {'on' if enabled else 'off'}", enabled=enabled)
-
-    def next_theme(self) -> None:
+    # ------------------------------------------------------------------ the app's own actions (keys.KEYS)
+    def action_next_theme(self) -> None:
+        """`t`: the next of our themes."""
         self.theme = next_theme(self.theme)
         self.notify(f"theme: {self.theme}", timeout=2)
 
-    def show_help(self) -> None:
-        keys = [(key_label(k), d) for k, _, d, _ in KEYS]
-        keys.insert(2, ("1-9", "select slot N"))
-        self.push_screen(HelpScreen(keys))
+    def action_help(self) -> None:
+        """`?`: the guide (with this run's gate thresholds) and the keys, from the same table as the bindings."""
+        self.push_screen(HelpScreen(help_rows(), config=self.state.config))
 
-    # ------------------------------------------------------------------ replay
-    def replay_source(self) -> ReplaySource | None:
-        return self.source if isinstance(self.source, ReplaySource) else None
-
-    def replay_control(self, what: str) -> None:
+    def action_replay(self, what: str) -> None:
         """Play/pause, speed, step, jump to start/end: replays only."""
         replay = self.replay_source()
         if replay is None:
-            self.notify("replay controls work when replaying a saved log (esper-tui replay RUN_DIR)",
-                        severity="warning")
+            self.notify(REPLAY_ONLY, severity="warning")
             return
         if what == "toggle":
             replay.toggle()
@@ -265,52 +259,64 @@ class EsperApp(App[None]):
             self._rebuild(replay.seek_end())
         self.tick()
 
-    def replay_seek(self, epoch: int) -> None:
+    @on(SeekRequested)
+    def _seek_requested(self, message: SeekRequested) -> None:
         replay = self.replay_source()
         if replay is not None:
-            self._rebuild(replay.seek(epoch))
+            self._rebuild(replay.seek(message.epoch))
             self.tick()
+
+    def replay_source(self) -> ReplaySource | None:
+        """The source, when it is a replay (the replay keys drive it)."""
+        return self.source if isinstance(self.source, ReplaySource) else None
 
     def _rebuild(self, events: list) -> None:
         """Start the reduced state afresh from `events` (a seek), through the same reducer."""
         self.state = RunState()
         for event in events:
             apply(self.state, event)
-        self._drawn_version = -1
+        self._drawn = None
 
     # ------------------------------------------------------------------ quitting
-    def request_quit(self) -> None:
-        """Ask whether to stop the run or detach from it (or just leave, if there is no live run)."""
-        if not self.source.can_command or self.state.status in ENDED or self.status_override():
+    def action_request_quit(self) -> None:
+        """`q`: ask whether to stop the run or detach from it (or just leave, if there is no live run)."""
+        if self._why_not_steerable() is not None or self.status_override() is not None:
             self.exit(return_code=self.exit_code)
             return
 
         def chosen(choice: str | None) -> None:
             if choice == "stop":
-                sent = self.source.send("stop")
-                if not sent.ok:
-                    self.notify(f"stop: not sent: {sent.error}", severity="error", timeout=8)
-                    return
-                self.exit(return_code=self.exit_code, message="stopping the run gracefully (checkpoint, then exit)")
+                self._stop_request = CommandRequest("stop")
+                self._send(self._stop_request)  # exits once the engine has it; a failure is a toast
             elif choice == "detach":
                 where = f" with: esper-tui attach {self.run_dir}" if self.run_dir else ""
                 self.exit(return_code=self.exit_code, message=f"detached; the run goes on. Re-attach{where}")
 
         self.push_screen(QuitScreen(self.run_dir or "RUN_DIR"), chosen)
 
+    def action_quit(self) -> None:
+        """Textual's own quit (ctrl+q, the palette's "Quit") asks stop-or-detach like `q` does."""
+        if not isinstance(self.screen, QuitScreen):
+            self.action_request_quit()
+
     def action_quit_now(self) -> None:
+        """Leave at once (the crash screen's `q`)."""
         self.exit(return_code=self.exit_code)
 
     # ------------------------------------------------------------------ command palette
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's commands, then every dashboard key by name ("Germinate", key: g)."""
         yield from super().get_system_commands(screen)
-        board = self.dashboard
-        for _keys, action, description, _shown in KEYS:
-            if "(" in action:
-                continue
-            yield SystemCommand(description.capitalize(), f"key: {key_label(_keys)}", getattr(board, f"action_{action}"))
+        try:
+            board = self.dashboard
+        except LookupError:
+            return
+        for key in KEYS:
+            if key.in_palette:
+                yield SystemCommand(key.description.capitalize(), f"key: {key.label}", self._palette_action(key.action, board))
 
-    def action_quit(self) -> None:
-        """Textual's own quit (ctrl+q, the palette's "Quit") asks stop-or-detach like `q` does."""
-        if not isinstance(self.screen, QuitScreen):
-            self.request_quit()
+    def _palette_action(self, action: str, board: DashboardScreen) -> Any:
+        async def run() -> None:
+            await self.run_action(action, board)  # "app.help" runs here, "germinate" on the dashboard
+
+        return run

@@ -140,3 +140,22 @@ def sparkline(
         chars.append(BLOCKS[first + min(levels - 1, max(0, math.ceil(frac * levels) - 1))])
         below.append(False)
     return "".join(chars), below
+
+
+def trend(values: Iterable[float | None]) -> str:
+    """Values as block characters scaled between their own minimum and maximum (a shape, not a
+    level: 88→91 % fills the height). None is a space; all-equal values are a flat middle line."""
+    shown = list(values)
+    measured = [float(v) for v in shown if not _missing(v)]
+    if not measured:
+        return " " * len(shown)
+    low, high = min(measured), max(measured)
+    out = []
+    for v in shown:
+        if _missing(v):
+            out.append(" ")
+        elif high == low:
+            out.append(BLOCKS[3])
+        else:
+            out.append(BLOCKS[min(len(BLOCKS) - 1, int((float(v) - low) / (high - low) * len(BLOCKS)))])
+    return "".join(out)

@@ -1,4 +1,4 @@
-"""Where the dashboard's events come from: the RunSource protocol and its live, replay and static kinds.
+"""Where the dashboard's events come from: the RunSource protocol and its live kind (replay.py: ReplaySource).
 
 Owns reading the run log for the UI (following a live one in a background thread, pacing a replay)
 and sending operator commands. Knows the event and command models and the control socket; never
@@ -378,56 +378,4 @@ class LiveSource:
             sock.close()
 
 
-class StaticSource:
-    """A fixed list of events, all handed over on the first drain (snapshot tests, previews)."""
-
-    def __init__(self, events: Iterable[Event], *, status: str | None = None, problems: Iterable[str] = ()) -> None:
-        self._events = list(events)
-        self._status = status
-        self._problems = list(problems)
-        self._drained = False
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def drain(self) -> list[Event]:
-        if self._drained:
-            return []
-        self._drained = True
-        return list(self._events)
-
-    def send(self, command_name: str, **fields: object) -> SendResult:
-        return SendResult(False, None, "static: commands are disabled")
-
-    @property
-    def can_command(self) -> bool:
-        return False
-
-    def status_hint(self) -> str | None:
-        return self._status
-
-    @property
-    def problems(self) -> list[str]:
-        return list(self._problems)
-
-    @property
-    def skipped_lines(self) -> int:
-        return 0
-
-    @property
-    def exit_code(self) -> int | None:
-        return None
-
-    def stderr_tail(self) -> str:
-        return ""
-
-
-__all__ = ["CRASHED", "DETACHED", "MAX_DRAIN", "LiveSource", "ReplaySource", "RunSource", "SendResult", "StaticSource"]
-
-
-from esper_tui.replay import ReplaySource  # noqa: E402  (its own module; re-exported for callers)
-
-__all__ = ["LiveSource", "ReplaySource", "RunSource", "SendResult", "StaticSource"]
+__all__ = ["CRASHED", "DETACHED", "MAX_DRAIN", "LiveSource", "ProblemLines", "RunSource", "SendResult"]

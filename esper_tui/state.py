@@ -12,27 +12,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from engine.gates import GateCheck
+from engine.lifecycle import ENTRY_ALPHA, LIVE_STAGES, Stage
+from engine.telemetry.describe import category_of
+from engine.telemetry.describe import describe as describe_event
 from engine.telemetry.events import Event
 
 HISTORY = 2000  # epochs of loss/accuracy kept for the curves
 SLOT_HISTORY = 400  # per-slot alpha and gradient-ratio points kept for sparklines and curves
 LOG_LINES = 1000  # lines kept in the event log panel
+EPOCH_TIMES = 50  # recent epoch durations kept (the network view's ETA uses the last few)
 
 # Statuses shown in the header.
 STARTING, LIVE, PAUSED, FINISHED, STOPPED, CRASHED, DETACHED = (
     "STARTING", "LIVE", "PAUSED", "FINISHED", "STOPPED", "CRASHED", "DETACHED",
 )
-
-
-@dataclass(slots=True)
-class Check:
-    """One gate check as the gate panel shows it."""
-
-    name: str
-    value: Any
-    threshold: Any
-    passed: bool
-    credit: Any = None  # engine.gates.CreditReport on checks of a seed's credit (G4, G5)
 
 
 @dataclass(slots=True)
@@ -43,7 +37,7 @@ class GateView:
     target: str | None
     passed: bool
     forced: bool
-    checks: list[Check]
+    checks: list[GateCheck]  # as the engine logged them: value, threshold, comparator, credit
     epoch: int
 
 
@@ -82,10 +76,13 @@ class EpochPoint:
 
 @dataclass(slots=True)
 class LogLine:
-    """One line of the event log panel. `level` is info | command | warning | error.
+    """One line of the event log panel. `level` is info | warning | error.
 
     `seq` is the event's, or None for a line about the log itself (a skipped line); `n` numbers the
     lines in the order the reducer added them (1, 2, …), so a widget can tell which lines are new.
+    `category` is one of `engine.telemetry.describe.CATEGORIES` (filled from `kind` when not given);
+    `stage` is the stage a slot entered, `gate` the gate whose verdict the line reports (see
+    `engine.telemetry.describe.Description`).
     """
 
     seq: int | None
@@ -95,6 +92,13 @@ class LogLine:
     text: str
     level: str = "info"
     n: int = 0
+    category: str = ""
+    stage: str | None = None
+    gate: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.category:
+            self.category = category_of(self.kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,23 @@ class Restart:
 
     kind: ClassVar[str] = "restart"
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """The run's isolation policy during BLENDING: whether the seed's input is detached, and where
+    that came from ("default" for the topology, or "config")."""
+
+    detach: bool
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        """The policy alone, in words: whether the host learns through a blending seed."""
+        return "host shielded from blending" if self.detach else "host learns through blending"
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.source})" if self.source else self.label
 
 
 @dataclass(slots=True)
@@ -125,19 +146,22 @@ class RunState:
     task: str | None = None
     topology: str | None = None
     device: str | None = None
-    isolation: str | None = None
+    isolation: Isolation | None = None
     planned_epochs: int | None = None
+    host_params: int | None = None  # the seedless host's parameters (run_started.host_params, when logged)
     config: dict[str, Any] = field(default_factory=dict)
     blueprints: dict[str, str] = field(default_factory=dict)  # name → description (germinate picker)
     status: str = STARTING
     epoch: int = 0
     step: int = 0
     autopilot: bool | None = None
+    autopilot_waiting: str | None = None  # what the autopilot waits for before it grows (its words)
     samples_per_s: float | None = None
     loss: float | None = None
     lr: float | None = None
     slots: dict[str, SlotView] = field(default_factory=dict)
     history: deque[EpochPoint] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    epoch_times: deque[float] = field(default_factory=lambda: deque(maxlen=EPOCH_TIMES))  # s, for the ETA
     log: deque[LogLine] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     answers: dict[str, Answer] = field(default_factory=dict)
     last_answer: Answer | None = None
@@ -218,8 +242,8 @@ def _run_started(state: RunState, e: Any) -> None:
     state.blueprints = dict(getattr(e, "blueprints", {}) or {})
     state.autopilot = bool(e.config.get("autopilot", True)) if state.autopilot is None else state.autopilot
     detach = e.isolation.get("blend_detach")
-    source = e.isolation.get("source", "")
-    state.isolation = f"{'detach' if detach else 'no detach'} ({source})" if detach is not None else None
+    state.isolation = None if detach is None else Isolation(bool(detach), str(e.isolation.get("source", "")))
+    state.host_params = e.host_params
     for name in e.slots:
         _slot(state, name)
     state.status = LIVE
@@ -236,6 +260,8 @@ def _epoch_completed(state: RunState, e: Any) -> None:
     state.history.append(EpochPoint(e.epoch, e.train_loss, e.val_loss, e.train_accuracy, e.val_accuracy))
     if e.samples_per_s is not None:
         state.samples_per_s = e.samples_per_s
+    if e.epoch_time_s is not None:
+        state.epoch_times.append(e.epoch_time_s)
     for report in e.slots:
         view = _slot(state, report.slot)
         view.stage = str(report.stage)
@@ -260,14 +286,12 @@ def _stage_changed(state: RunState, e: Any) -> None:
     view.stage = str(e.to_stage)
     view.epochs_in_stage = 0
     view.forced = e.forced
-    if view.stage in ("SHADOWING", "PROBATIONARY", "FOSSILIZED"):
-        view.alpha = 1.0
-    elif view.stage in ("BLENDING", "CULLED", "EMBARGOED", "DORMANT"):
-        view.alpha = 0.0
-    if view.stage == "DORMANT":
+    stage = e.to_stage  # a Stage: the lifecycle's own rules, not restated here
+    view.alpha = ENTRY_ALPHA.get(stage, view.alpha)
+    if stage is Stage.DORMANT:
         view.blueprint = view.seed_id = None
         view.params = 0
-    if view.stage in ("CULLED", "EMBARGOED", "DORMANT", "FOSSILIZED"):
+    if stage not in LIVE_STAGES:  # nothing of it is measured any more
         view.grad_ratio = view.counterfactual = view.blending_delta = None
         view.credit_low = view.credit_high = view.credit_method = None
     view.alpha_history.append((e.epoch, view.alpha))
@@ -285,7 +309,7 @@ def _record_gate(view: SlotView, gate: Any, target: Any, passed: bool, forced: b
         target=None if target is None else str(target),
         passed=passed,
         forced=forced,
-        checks=[Check(c.name, c.value, c.threshold, c.passed, c.credit) for c in checks],
+        checks=list(checks),
         epoch=epoch,
     )
 
@@ -318,7 +342,12 @@ def _run_failed(state: RunState, e: Any) -> None:
     state.failure = (e.error_type, e.message, e.traceback)
 
 
+def _autopilot_waiting(state: RunState, e: Any) -> None:
+    state.autopilot_waiting = e.reason
+
+
 _HANDLERS = {
+    "autopilot_waiting": _autopilot_waiting,
     "run_started": _run_started,
     "step_metrics": _step_metrics,
     "epoch_completed": _epoch_completed,
@@ -335,53 +364,20 @@ _HANDLERS = {
 
 
 # ---------------------------------------------------------------------------- log lines
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+# The curves draw the metrics, the gate panel every verdict, a command's answer follows it, and the
+# autopilot's current wait is on screen already (hints): the log shows none of these (the headless
+# printer makes its own choice from the same words).
+UNLOGGED_KINDS = frozenset({"step_metrics", "epoch_completed", "gate_evaluated", "command_received",
+                            "autopilot_waiting"})
 
 
 def describe(e: Event) -> LogLine | None:
-    """The event log's line for an event (None for high-rate metrics, which the curves show)."""
-    k = e.kind
-    slot = getattr(e, "slot", None)
-    level = "info"
-    if k in ("step_metrics", "epoch_completed", "gate_evaluated", "command_received"):
+    """The event log's line for an event, in `engine.telemetry.describe`'s words (None for the kinds
+    the log does not show, see `UNLOGGED_KINDS`, and for events with nothing to say)."""
+    if e.kind in UNLOGGED_KINDS:
         return None
-    if k == "run_started":
-        resumed = "" if not e.resumed else (
-            " (resumed)" if e.resumed_from_epoch is None else f" (resumed from epoch {e.resumed_from_epoch})")
-        text = f"run {e.run_id} started: {e.task} on {e.device}, {e.planned_epochs} epochs{resumed}"
-    elif k == "seed_germinated":
-        text = f"{e.slot}: seed {e.seed_id} ({e.blueprint}, {e.params:,} params) germinated"
-    elif k == "stage_changed":
-        forced = " FORCED" if e.forced else ""
-        text = f"{e.slot}: {e.from_stage} -> {e.to_stage} ({e.cause}{forced}) {e.reason}"
-        level = "warning" if e.forced or str(e.to_stage) == "CULLED" else "info"
-    elif k == "warning":
-        text, level = f"warning {e.code}: {e.message}", "warning"
-    elif k == "controller_decision":
-        text = f"autopilot: {e.action} {e.slot or ''} {e.blueprint or ''} ({e.reason})".replace("  ", " ")
-    elif k == "command_applied":
-        text, level = f"command {e.command.get('command')} [{e.command_id}] applied", "command"
-    elif k == "command_rejected":
-        text, level = f"command {e.command.get('command')} [{e.command_id}] rejected: {e.reason}", "error"
-    elif k == "governor_rollback":
-        culled = ", ".join(e.seeds_culled) or "none"
-        text = f"governor: {e.trigger} loss {_fmt(e.loss)}; rolled back to epoch {e.restored_epoch}; culled {culled}"
-        level = "error"
-    elif k == "checkpoint_saved":
-        text = f"checkpoint saved: {e.path}"
-    elif k == "run_paused":
-        text = f"paused ({e.cause})"
-    elif k == "run_resumed":
-        text = f"resumed ({e.cause})"
-    elif k == "run_finished":
-        text = f"run {e.status}: val accuracy {_fmt(e.final.get('val_accuracy'))}"
-    elif k == "run_failed":
-        text, level = f"run failed: {e.error_type}: {e.message}", "error"
-    else:
-        text = k
-    return LogLine(e.seq, e.epoch, k, slot, text, level)
+    words = describe_event(e)
+    if words is None:
+        return None
+    return LogLine(e.seq, e.epoch, e.kind, getattr(e, "slot", None), words.text, words.level,
+                   category=words.category, stage=words.stage, gate=words.gate)

@@ -6,6 +6,7 @@ Torch-free and UI-free: stdlib, pydantic and the engine's pure core (lifecycle, 
 from __future__ import annotations
 
 from engine.telemetry.events import (
+    AutopilotWaiting,
     EVENT_ADAPTER,
     EVENT_CLASSES,
     EVENT_KINDS,
@@ -51,6 +52,7 @@ from engine.telemetry.runlog import (
 from engine.telemetry.sink import Emitter, EventSink, FanOut, ListSink
 
 __all__ = [
+    "AutopilotWaiting",
     "EVENT_ADAPTER",
     "EVENT_CLASSES",
     "EVENT_KINDS",

@@ -140,6 +140,7 @@ class RunStarted(EventBase):
         default_factory=dict, description="blueprint name → one-line description, for the topology"
     )
     resumed: bool = False
+    host_params: int | None = Field(default=None, description="parameters of the seedless host (the budget's base)")
     resumed_from_epoch: int | None = Field(
         default=None,
         description="on a resume: the checkpoint's epoch; events of later epochs written before this "
@@ -276,6 +277,14 @@ class ControllerDecision(EventBase):
     reason: str = ""
 
 
+class AutopilotWaiting(EventBase):
+    """What the autopilot waits for before it grows a seed, in words with the numbers; written when
+    that changes (not every epoch). `reason` None: it is not waiting (it has just germinated)."""
+
+    kind: Literal["autopilot_waiting"] = "autopilot_waiting"
+    reason: str | None = None
+
+
 class CommandReceived(EventBase):
     """An operator command arrived and was queued for the next safe point."""
 
@@ -359,6 +368,7 @@ EVENT_CLASSES: tuple[type[EventBase], ...] = (
     GateEvaluated,
     WarningEvent,
     ControllerDecision,
+    AutopilotWaiting,
     CommandReceived,
     CommandApplied,
     CommandRejected,

@@ -8,7 +8,8 @@ from esper_tui.widgets.event_log import EventLog
 from esper_tui.widgets.gate_panel import GatePanel
 from esper_tui.widgets.header import RunHeader
 from esper_tui.widgets.metrics_plot import MetricsPlot
+from esper_tui.widgets.network import NetworkView
 from esper_tui.widgets.ratio_sparkline import RatioSparkline
 from esper_tui.widgets.slot_card import SlotCard
 
-__all__ = ["AlphaPlot", "EventLog", "GatePanel", "MetricsPlot", "RatioSparkline", "RunHeader", "SlotCard"]
+__all__ = ["AlphaPlot", "EventLog", "GatePanel", "MetricsPlot", "NetworkView", "RatioSparkline", "RunHeader", "SlotCard"]

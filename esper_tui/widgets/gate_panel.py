@@ -1,7 +1,8 @@
-"""The gate panel: the last gate verdict on the selected slot, check by check.
+"""The gate panel: the last gate verdict on the selected slot, check by check, as sentences.
 
-`gate_title` and `check_rows` (pure) say what is shown: PASS/FAIL as words, "—" for unmeasured
-values, "forced" where the operator bypassed the gate. The widget lays the rows out in columns.
+`gate_title` and `check_rows` (pure) say what is shown: PASS/FAIL as words, each check as a sentence
+with its comparator ("needs alpha ≥ 0.99 (now 0.35)", "seed gradient norm 3.1, at most 100"), "not
+measured yet" for unmeasured values, "forced" where the operator bypassed the gate.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import Static
 
-from esper_tui.format import fmt_credit, fmt_value
+from esper_tui.format import fmt_credit
+from esper_tui.hints import next_step
 from esper_tui.state import GateView, RunState
 
-HEADINGS = ("result", "check", "value", "threshold")
 VERDICT_STYLES = {"PASS": "$success", "FAIL": "bold $error"}
 NO_SLOT = "no slot selected"
 NO_GATE = "no gate evaluated yet"
@@ -31,53 +32,50 @@ def gate_title(gate: GateView | None) -> str:
     return title + ("  FORCED" if gate.forced else "")
 
 
-def check_rows(gate: GateView | None) -> list[tuple[str, str, str, str]]:
-    """One (result, check, value, threshold) row per check; a failed check of a forced gate says so."""
+def check_rows(gate: GateView | None) -> list[tuple[str, str]]:
+    """One (result, sentence) row per check; a failed check of a forced gate says so. A credit check
+    says the whole estimate and how it was measured, not one bare number."""
     if gate is None:
         return []
     rows = []
     for check in gate.checks:
         result = "PASS" if check.passed else ("FAIL forced" if gate.forced else "FAIL")
-        name, value = check.name, fmt_value(check.value)
+        sentence = check.sentence
         credit = check.credit
         if credit is not None and credit.counterfactual is not None:
-            # A credit check shows the whole estimate (the value checked is one end of it or its
-            # point) and how it was measured, not one bare number.
-            value = fmt_credit(credit.counterfactual, credit.credit_low, credit.credit_high)
-            name = f"{name} ({credit.credit_method})" if credit.credit_method else name
-        rows.append((result, name, value, fmt_value(check.threshold)))
+            method = f", {credit.credit_method}" if credit.credit_method else ""
+            sentence += f"; credit {fmt_credit(credit.counterfactual, credit.credit_low, credit.credit_high)}{method}"
+        rows.append((result, sentence))
     return rows
 
 
-def table_content(rows: list[tuple[str, str, str, str]], width: int = 1000) -> Content:
-    """The rows in aligned columns under a heading; when that is wider than `width`, each check
-    takes two lines (verdict and name, then value and threshold). Verdicts styled by theme variable."""
+def table_content(rows: list[tuple[str, str]], width: int = 1000) -> Content:
+    """The rows, verdict then sentence; a sentence wider than the panel wraps under itself."""
     if not rows:
         return Content("")
-    table = [HEADINGS, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADINGS))]
+    pad = max(len(result) for result, _ in rows)
+    room = max(10, width - pad - 1)
     pieces: list[str | tuple[str, str]] = []
-    if sum(widths) + 2 * (len(widths) - 1) <= width:
-        for n, row in enumerate(table):
-            if n:
-                pieces.append("\n")
-            for i, cell in enumerate(row):
-                text = cell.ljust(widths[i]) if i < len(row) - 1 else cell
-                if n == 0:
-                    pieces.append((text, "bold"))
-                elif i == 0:
-                    pieces.append((text, VERDICT_STYLES[cell.split(" ", 1)[0]]))
-                else:
-                    pieces.append(text)
-                if i < len(row) - 1:
-                    pieces.append("  ")
-        return Content.assemble(*pieces)
-    indent = " " * (len("FAIL") + 1)
-    for n, (result, name, value, threshold) in enumerate(rows):
+    for n, (result, sentence) in enumerate(rows):
         if n:
             pieces.append("\n")
-        pieces += [(result, VERDICT_STYLES[result.split(" ", 1)[0]]), f" {name}\n{indent}{value} vs {threshold}"]
+        pieces.append((result.ljust(pad), VERDICT_STYLES[result.split(" ", 1)[0]]))
+        lines = _wrap(sentence, room)
+        pieces.append(" " + lines[0])
+        for more in lines[1:]:
+            pieces.append("\n" + " " * (pad + 1) + more)
     return Content.assemble(*pieces)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(" "), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return [*lines, line]
 
 
 class GatePanel(Widget):
@@ -95,7 +93,7 @@ class GatePanel(Widget):
         self.border_title = "gate"
         self._key: tuple[object, ...] | None = None
         self._title_text = ""
-        self._rows: list[tuple[str, str, str, str]] = []
+        self._rows: list[tuple[str, str]] = []
         self._title: Static | None = None
         self._checks: Static | None = None
         self._pending: tuple[RunState, str | None] | None = None
@@ -119,13 +117,16 @@ class GatePanel(Widget):
         self._pending = None
         view = state.slots.get(selected) if selected is not None else None
         gate = view.gate if view is not None else None
-        key = (selected, view is None, gate)
+        hint = next_step(view, state.autopilot) if view is not None else ""
+        key = (selected, view is None, gate, hint)
         if key == self._key:  # GateView compares by value: an equal verdict draws the same
             return
         self._key = key
         # Content, not str: a str title is read as markup, and the slot's name is the log's.
         self.border_title = Content(f"gate: {selected}" if view is not None else "gate")
         self._title_text = NO_SLOT if view is None else gate_title(gate)
+        if hint:  # what the seed still needs, whole (a card at 80 columns has room for its start only)
+            self._title_text += f"\nnext: {hint}"
         self._rows = check_rows(gate)
         self.set_class(view is None or gate is None, "-empty")
         self.set_class(gate is not None and gate.passed, "-passed")

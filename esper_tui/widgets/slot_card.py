@@ -1,4 +1,5 @@
-"""One slot's card: stage badge, blueprint, alpha, gradient ratio against threshold, counterfactual.
+"""One slot's card: stage badge, blueprint, alpha, gradient ratio against threshold, credit, and the
+seed's next step in words (its next gate and what it still needs).
 
 What each line says is decided by the pure `card_lines`; the widget only swaps CSS classes (stage,
 selection) and posts `SlotCard.Selected` when clicked. Stages are always written out as text.
@@ -16,6 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from esper_tui.format import DASH, alpha_bar, fmt_credit, fmt_fixed, fmt_int, fmt_num, stage_badge, stage_class
+from esper_tui.hints import next_step
 from esper_tui.state import RunState, SlotView
 from esper_tui.widgets.ratio_sparkline import RatioSparkline
 
@@ -33,6 +35,7 @@ class CardLines:
     ratio_below: bool
     detail: str
     params: str
+    next: str = ""
 
 
 def ratio_label(ratio: float | None, threshold: float | None) -> tuple[str, bool]:
@@ -45,12 +48,14 @@ def ratio_label(ratio: float | None, threshold: float | None) -> tuple[str, bool
     return f"r {fmt_num(ratio, 2)} ({'<' if below else '>='} {fmt_num(threshold, 2)})", below
 
 
-def card_lines(view: SlotView) -> CardLines:
+def card_lines(view: SlotView, autopilot: bool | None = None) -> CardLines:
     ratio, below = ratio_label(view.grad_ratio, view.grad_ratio_threshold)
     blueprint = view.blueprint or "(empty)"
     if view.forced:
         blueprint += "  FORCED"
     cf = fmt_credit(view.counterfactual, view.credit_low, view.credit_high)
+    if view.counterfactual is not None and view.credit_method:
+        cf += f" {view.credit_method}"  # how it was measured: a twin's credit and an ablation's differ
     return CardLines(
         badge=stage_badge(view.stage),
         blueprint=blueprint,
@@ -60,6 +65,7 @@ def card_lines(view: SlotView) -> CardLines:
         # credit first: it survives truncation
         detail=f"{cf}  {view.epochs_in_stage} epoch{'' if view.epochs_in_stage == 1 else 's'} in stage",
         params=f"{fmt_int(view.params)} params" if view.params else "",
+        next=next_step(view, autopilot),
     )
 
 
@@ -100,6 +106,7 @@ class SlotCard(Widget):
             yield Static("", classes="ratio-label", markup=False)
             yield RatioSparkline(classes="sparkline")
         yield Static("", classes="card-line card-detail", markup=False)
+        yield Static("", classes="card-line card-next", markup=False)
 
     def on_mount(self) -> None:
         self._badge = self.query_one(".badge", Static)
@@ -108,6 +115,7 @@ class SlotCard(Widget):
         self._ratio = self.query_one(".ratio-label", Static)
         self._spark = self.query_one(RatioSparkline)
         self._detail = self.query_one(".card-detail", Static)
+        self._next = self.query_one(".card-next", Static)
         if self._pending is not None:
             self.show(*self._pending)
 
@@ -129,15 +137,16 @@ class SlotCard(Widget):
                 widget.add_class(new_class)
             self._stage_class = new_class
         self.set_class(view.forced, "-forced")
+        self.set_class(view.counterfactual is not None, "-credited")
         self._spark.update(view.ratio_history, view.grad_ratio_threshold)
-        lines = card_lines(view)
+        lines = card_lines(view, state.autopilot)
         if lines == self._lines:
             return
         old, self._lines = self._lines, lines
         # Each is one line: only a change of width can move anything, so only then ask for a
         # reflow (a full-screen relayout per changed card line was most of a frame's cost).
         for widget, name in ((self._badge, "badge"), (self._blueprint, "blueprint"), (self._alpha, "alpha"),
-                             (self._ratio, "ratio"), (self._detail, "detail")):
+                             (self._ratio, "ratio"), (self._detail, "detail"), (self._next, "next")):
             text = getattr(lines, name)
             before = None if old is None else getattr(old, name)
             if text != before:
@@ -158,6 +167,7 @@ class SlotCard(Widget):
             lines.alpha,
             f"{lines.ratio} {spark}".rstrip(),
             lines.detail,
+            lines.next,
             lines.params,
         ])
 

@@ -461,3 +461,44 @@ class TestState:
     def _pick(ctl: Controller, epoch: int) -> str | None:
         d = germinations(ctl.decide(view(epoch, (dormant(),))))
         return d[0].blueprint if d else None
+
+
+# ====================================================================== why it waits
+class TestWaiting:
+    """When the autopilot grows nothing, it says why, with the numbers (the dashboard shows it)."""
+
+    def test_too_early(self):
+        c = Controller()
+        assert germinations(c.decide(view(2, (dormant(),)))) == []
+        assert c.waiting == "lets the host train alone until epoch 5 (now 2)"
+
+    def test_host_still_improving_says_by_how_much(self):
+        c = Controller()
+        assert germinations(c.decide(view(10, (dormant(),), losses=(1.0, 0.96, 0.92, 0.88)))) == []
+        assert c.waiting.startswith("host not stable: val loss -4.3 %/epoch, needs every epoch above -3 %")
+
+    def test_accuracy_still_rising(self):
+        c = Controller()
+        assert germinations(c.decide(view(10, (dormant(),), accs=(70.0, 72.0, 74.0, 76.0)))) == []
+        assert c.waiting == "accuracy still rising: +6.00 points over 3 epochs (a plateau is below +0.5)"
+
+    def test_says_when_it_will_grow_anyway(self):
+        c = Controller()
+        v = ControllerView(10, FLAT_LOSSES, (70.0, 72.0, 74.0, 76.0), (dormant(),), BLUEPRINTS, planned_epochs=60)
+        assert germinations(c.decide(v)) == []
+        assert c.waiting.endswith("; grows anyway at epoch 24")
+
+    def test_one_seed_at_a_time(self):
+        c = Controller()
+        c.decide(view(10, (live("s1", Stage.BLENDING), dormant("s2"))))
+        assert c.waiting == "brings up one seed at a time: s1 first"
+
+    def test_not_waiting_once_it_germinates(self):
+        c = Controller()
+        assert germinations(c.decide(view(10, (dormant(),))))
+        assert c.waiting is None
+
+    def test_nothing_fits(self):
+        c = Controller()
+        assert germinations(c.decide(view(10, (dormant(fitting=()),)))) == []
+        assert c.waiting == "would grow now, but no blueprint fits a free slot's parameter budget"

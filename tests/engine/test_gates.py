@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.gates import GateInputs, GateThresholds, evaluate, refused
+from engine.gates import GateCheck, GateInputs, GateThresholds, evaluate, refused
 from engine.lifecycle import Stage
 
 T = GateThresholds()
@@ -45,7 +45,7 @@ def test_g0_does_real_work(change, failing):
     r = evaluate("G0", inputs(stage, **kw))
     assert not r.passed
     assert [c.name for c in r.failed_checks] == [failing]
-    assert failing in r.reason
+    assert r.failed_checks[0].sentence in r.reason and r.reason.startswith("G0 failed: needs ")
 
 
 def test_g1_checks_device_dtype_and_finite_probe():
@@ -78,7 +78,7 @@ def test_g2_unmeasurable_ratio_is_an_explicit_failure():
     assert not r.passed
     c = check(r, "host_gradients_absent")
     assert c.value is None and not c.passed
-    assert "—" in r.reason
+    assert "needs gradient ratio measured (not measured yet)" in r.reason
 
 
 def test_g2_low_ratio_fails_and_exploding_or_nonfinite_fails():
@@ -188,7 +188,29 @@ def test_results_are_data_not_strings():
     r = evaluate("G2", inputs(Stage.TRAINING, **G2_OK))
     dumped = r.model_dump(mode="json")
     assert dumped["gate"] == "G2" and dumped["target"] == "BLENDING"
-    assert all(set(c) == {"name", "value", "threshold", "passed"} for c in dumped["checks"])
+    assert all(set(c) == {"name", "value", "threshold", "passed", "op"} for c in dumped["checks"])
+
+
+@pytest.mark.parametrize(("check", "words"), [
+    (GateCheck(name="alpha", value=0.35, threshold=0.99, passed=False, op=">="), "needs alpha ≥ 0.99 (now 0.35)"),
+    (GateCheck(name="alpha", value=1.0, threshold=0.99, passed=True, op=">="), "alpha 1 ≥ 0.99"),
+    (GateCheck(name="seed_grad_not_exploding", value=250.0, threshold=100.0, passed=False, op="<="),
+     "needs seed gradient norm at most 100 (now 250)"),
+    (GateCheck(name="seed_built", value=False, threshold=True, passed=False), "needs seed built (now no)"),
+    (GateCheck(name="credit_low", value=None, threshold=1.0, passed=False, op=">="),
+     "needs credit's lower bound ≥ 1 (not measured yet)"),
+])
+def test_a_check_reads_as_a_sentence_with_its_comparator(check, words):
+    assert check.sentence == words
+
+
+def test_every_threshold_check_says_which_way_it_goes():
+    # No bare "x vs y": each numeric check of a real gate carries ≥ or "at most".
+    results = [evaluate("G2", inputs(Stage.TRAINING, **G2_OK)), evaluate("G3", inputs(Stage.BLENDING)),
+               evaluate("G4", inputs(Stage.SHADOWING)), evaluate("G5", inputs(Stage.PROBATIONARY))]
+    numeric = [c for r in results for c in r.checks
+               if isinstance(c.threshold, (int, float)) and not isinstance(c.threshold, bool)]
+    assert numeric and all(c.op in (">=", "<=") for c in numeric)
 
 
 def test_refused_has_no_gate_and_says_why():

@@ -16,6 +16,7 @@ from engine.lifecycle import Stage
 from engine.telemetry import (
     EVENT_ADAPTER,
     EVENT_KINDS,
+    AutopilotWaiting,
     EVENT_TYPES,
     LIFECYCLE_KINDS,
     SCHEMA_VERSION,
@@ -78,6 +79,7 @@ def every_kind():
         (GateEvaluated, dict(slot="block1", **GateEvaluated.fields_from(failing))),
         (WarningEvent, dict(slot="block1", code="ratio_near_threshold", message="ratio 0.055 near 0.05")),
         (ControllerDecision, dict(action="germinate", slot="block2", blueprint="attention", reason="plateau")),
+        (AutopilotWaiting, dict(reason="host not stable: val loss -4.1 %/epoch, needs every epoch above -3 %")),
         (CommandReceived, dict(command_id="c1", command=cmd)),
         (CommandApplied, dict(command_id="c1", command=cmd, detail="culled s1")),
         (CommandRejected, dict(command_id="c2", command={"id": "c2", "command": "fossilize", "slot": "x"},
@@ -139,7 +141,7 @@ def test_gate_evaluated_from_result_keeps_every_check():
     assert event.checks == result.checks
     assert event.as_result() == result
     raw = json.loads(event.model_dump_json())
-    assert {"name": "grad_ratio", "value": 0.01, "threshold": 0.2, "passed": False} in raw["checks"]
+    assert {"name": "grad_ratio", "value": 0.01, "threshold": 0.2, "passed": False, "op": ">="} in raw["checks"]
 
 
 def test_unknown_kind_is_rejected():
@@ -303,20 +305,25 @@ def test_progress_printer_lines_for_a_scripted_run():
     emitter.epoch = 8
     emitter.emit(EpochCompleted, train_loss=None, val_loss=None, val_accuracy=None,
                  slots=[SlotReport(slot="block1", stage="SHADOWING", seed_id="s1", alpha=1.0, counterfactual=1.5)])
+    emitter.emit(CheckpointSaved, path="/home/me/runs/r1/checkpoint.pt")
     emitter.emit(RunFinished, status="completed", final={"val_accuracy": 93.1})
     emitter.emit(RunFailed, error_type="RuntimeError", message="CUDA out of memory")
+    # The same words as the dashboard's event log (engine.telemetry.describe), with the epoch lines.
     assert out.getvalue().splitlines() == [
-        "run r1: task digits, cnn host on cpu, 30 epochs, slots block1, block2; blending input: detach (default)",
-        "epoch 7/30  train 0.412  val 0.398  acc 91.2%  | block1 TRAINING a=0.00 r=0.31 | block2 DORMANT",
-        "  block1: TRAINING -> BLENDING (gate: G2 passed)",
-        "  block2: TRAINING -> BLENDING FORCED (operator: force_advance)",
-        "  autopilot: germinate block2 attention (plateau)",
-        "  command c1 applied: pause",
-        "  command c2 rejected: fossilize block9: unknown slot block9",
-        "  governor: nan loss —, rolled back to epoch 6; culled: s1",
-        "  warning [ratio_near_threshold] block1: close to 0.05",
-        "epoch 8/30  train —  val —  acc —  | block1 SHADOWING a=1.00 r=— cf=+1.50",
-        "run completed: val_accuracy 93.1",
+        "run r1 started: task digits, cnn host on cpu, 30 epochs, slots block1, block2; host shielded from "
+        "blending seeds (default)",
+        "epoch 7/30  train loss 0.412  val loss 0.398  val acc 91.2%  | block1 TRAINING alpha 0.00 r 0.31 | block2 "
+        "DORMANT",
+        "  block1: TRAINING -> BLENDING (G2 passed)",
+        "  block2: TRAINING -> BLENDING (operator FORCED): force_advance",
+        "  autopilot: germinate attention in block2 (plateau)",
+        "  operator: pause: applied",
+        "  operator: fossilize block9: rejected: unknown slot block9",
+        "  governor: loss was NaN; rolled back to epoch 6, culled s1",
+        "  warning block1: close to 0.05",
+        "epoch 8/30  train loss —  val loss —  val acc —  | block1 SHADOWING alpha 1.00 r — cf +1.5",
+        "  checkpoint saved (epoch 8)",
+        "run completed: val accuracy 93.1%",
         "run failed: RuntimeError: CUDA out of memory",
     ]
 
@@ -324,7 +331,7 @@ def test_progress_printer_lines_for_a_scripted_run():
 def test_progress_printer_without_run_started_omits_the_total():
     out = io.StringIO()
     ProgressPrinter(out).write(EpochCompleted(seq=1, time=0, epoch=3, step=0, train_loss=1.0))
-    assert out.getvalue() == "epoch 3  train 1.000  val —  acc —\n"
+    assert out.getvalue() == "epoch 3  train loss 1.000  val loss —  val acc —\n"
 
 
 def test_progress_printer_is_plain_text():
@@ -335,7 +342,8 @@ def test_progress_printer_is_plain_text():
     printer.flush()
     text = out.getvalue()
     assert "\x1b" not in text  # no colour codes
-    assert all(ord(ch) < 0x2000 or ch == "—" for ch in text)  # no emoji or symbols beyond the dash
+    # No emoji or symbols beyond the dash, the ellipsis and the comparisons the gates' sentences use.
+    assert all(ord(ch) < 0x2000 or ch in "—…≤≥" for ch in text)
 
 
 def test_progress_printer_never_writes_a_control_character():

@@ -202,3 +202,13 @@ def test_step_epoch_trains_exactly_one_epoch_then_pauses(tmp_path, pause_where):
                      "run_resumed:step_epoch", "epoch_completed", "run_paused:step_epoch",
                      "run_resumed:step_epoch", "epoch_completed", "run_paused:step_epoch"]
     assert events[-1].kind == "run_finished" and events[-1].status == "stopped"
+
+
+def test_the_autopilot_says_what_it_waits_for_when_that_changes(tmp_path):
+    code, events = run(quick_config(epochs=8), tmp_path)
+    assert code == 0
+    said = [e.reason for e in events if e.kind == "autopilot_waiting"]
+    assert said[0] == "lets the host train alone until epoch 2 (now 1)"
+    assert all(a != b for a, b in zip(said, said[1:])), "repeated every epoch instead of on change"
+    assert None in said, "it germinated, so at some point it was not waiting"
+    assert len(said) < 2 * 8

@@ -1,7 +1,7 @@
 """The whole dashboard, driven through its keys the way an operator drives it (SPEC §8).
 
-Every test runs the production `EsperApp` under Textual's Pilot: a `StaticSource` over a recorded run
-log, or a `LiveSource` following a run directory whose "engine" is the test itself: a real
+Every test runs the production `EsperApp` under Textual's Pilot: a `StaticSource` (a test double,
+tests/esper_tui/static_source.py) over a recorded run log, or a `LiveSource` following a run directory whose "engine" is the test itself: a real
 `CommandServer` on the run's control socket receives what the dashboard sends, and the test writes
 the engine's answers into the run log with the engine's own writer. One slow test runs the real
 engine process.
@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from textual.command import CommandList, CommandPalette
 from textual.notifications import Notify
-from textual.widgets import OptionList, Static
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets._toast import Toast
 
 from engine.commands import Command, command_to_wire
 from engine.control import CommandServer
@@ -30,14 +31,20 @@ from engine.telemetry import (
     RunLogWriter,
     RunPaused,
     RunStarted,
+    SeedGerminated,
     SlotReport,
+    StageChanged,
     read_events,
 )
 from esper_tui.app import EsperApp
 from esper_tui.process import EngineProcess
+from esper_tui.replay import ReplaySource
 from esper_tui.screens import BlueprintPicker, ConfirmScreen, CrashScreen, DashboardScreen, HelpScreen, QuitScreen
-from esper_tui.sources import LiveSource, SendResult, StaticSource
+from esper_tui.sources import LiveSource, SendResult
+from esper_tui.state import Isolation
+from esper_tui.status import Status
 from esper_tui.widgets import EventLog, GatePanel, RunHeader, SlotCard
+from tests.esper_tui.static_source import StaticSource
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -339,6 +346,26 @@ class FakeEngine:
                           slots=(SlotReport(slot="block1", stage="DORMANT"), SlotReport(slot="block2", stage="DORMANT")))
         self.writer.flush()
 
+    def seed(self, slot: str, stage: str, blueprint: str = "conv_light") -> None:
+        """Put a seed into `slot`, already in `stage` (as if the run had grown it earlier)."""
+        self.emitter.emit(SeedGerminated, slot=slot, seed_id=f"{slot}#1", blueprint=blueprint, params=120)
+        self.emitter.emit(StageChanged, slot=slot, seed_id=f"{slot}#1", blueprint=blueprint,
+                          **{"from": "DORMANT", "to": stage}, cause="autopilot", reason="grown earlier")
+        self.writer.flush()
+
+    def move(self, slot: str, frm: str, to: str, cause: str, reason: str = "", *, forced: bool = False) -> None:
+        """A stage change of `slot` at the current epoch, decided by `cause`."""
+        self.emitter.emit(StageChanged, slot=slot, seed_id=f"{slot}#1", **{"from": frm, "to": to}, cause=cause,
+                          reason=reason, forced=forced)
+        self.writer.flush()
+
+    def next_epoch(self) -> None:
+        """End the current epoch and start the next (both slots' stages as the app last saw them)."""
+        self.emitter.epoch += 1
+        self.emitter.emit(EpochCompleted, train_loss=1.0, val_loss=1.1, train_accuracy=60.0, val_accuracy=58.0,
+                          epoch_time_s=2.0)
+        self.writer.flush()
+
     def take(self) -> list[Command]:
         """The commands received since the last call."""
         got = self.server.drain()
@@ -382,9 +409,9 @@ async def received(pilot, engine: FakeEngine, what: str, n: int = 1) -> list[Com
 
 
 async def nothing_sent(pilot, engine: FakeEngine) -> None:
-    # Sending is synchronous in the key handler (one local round trip): once the key is handled,
-    # anything sent is already queued at the server.
-    await pilot.pause(0.05)
+    # Commands leave from the app's sender thread within a poll interval (0.1 s) and one local round
+    # trip: after a few of those, anything sent would be queued at the server.
+    await pilot.pause(0.4)
     assert engine.take() == []
 
 
@@ -422,12 +449,18 @@ async def test_germinate_picks_a_blueprint_sends_it_and_shows_the_answer(engine,
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the picker to close")
         assert cmd.command == "germinate" and cmd.slot == "block2" and cmd.blueprint == "norm"
         assert cmd.id and len(cmd.id) >= 8
-        # A notification is a message: the hook sees it after the handler that raised it has returned.
-        await wait_for(pilot, lambda: notes.any("germinate block2 norm: sent, waiting for the engine"), "sent")
-        assert not notes.any("applied")
+        # Until the engine answers, the event log (where the answer will appear) says so on its border;
+        # no toast says "sent": the one toast per command is the engine's answer.
+        log = board(app).query_one(EventLog)
+        await wait_for(pilot, lambda: str(log.border_subtitle) == "awaiting the engine: germinate block2 norm",
+                       "the waiting line")
+        assert notes.texts() == []
         engine.answer(cmd)
         await wait_for(pilot, lambda: notes.any("germinate block2 norm: applied"), "the applied notification")
-        assert any(f"[{cmd.id}] applied" in line for line in board(app).query_one(EventLog).lines)
+        assert any("germinate" in line and "applied" in line for line in log.lines)
+        await wait_for(pilot, lambda: not log.border_subtitle, "the waiting line to go")
+        await pilot.pause(0.2)
+        assert notes.texts() == ["germinate block2 norm: applied"]
 
 
 async def test_an_answer_is_drawn_with_its_notification_even_when_frames_are_skipped(engine, run_dir, monkeypatch):
@@ -445,7 +478,14 @@ async def test_an_answer_is_drawn_with_its_notification_even_when_frames_are_ski
         monkeypatch.setattr(app_module, "MAX_STALE", 3600.0)  # ... and may go stale for an hour
         engine.answer(cmd)
         await wait_for(pilot, lambda: notes.any("pause: applied"), "the applied notification")
-        assert any(f"[{cmd.id}] applied" in line for line in board(app).query_one(EventLog).lines)
+        assert any("pause" in line and "applied" in line for line in board(app).query_one(EventLog).lines)
+
+
+async def grown(pilot, app: EsperApp, engine: FakeEngine, **stages: str) -> None:
+    """Give the fake run's slots seeds in these stages, and wait for the cards to show them."""
+    for slot, stage in stages.items():
+        engine.seed(slot, stage)
+    await wait_for(pilot, lambda: all(stage in cards(app)[slot] for slot, stage in stages.items()), f"seeds {stages}")
 
 
 async def test_force_advance_asks_first_and_shows_the_rejection(engine, run_dir):
@@ -453,6 +493,7 @@ async def test_force_advance_asks_first_and_shows_the_rejection(engine, run_dir)
     notes = Notes()
     async with app.run_test(size=SIZE, message_hook=notes) as pilot:
         await live_drawn(pilot, app)
+        await grown(pilot, app, engine, block1="TRAINING")
         await pilot.press("A")
         confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, "the confirm")
         assert "Force block1 past its failing gate?" in confirm.question
@@ -465,9 +506,10 @@ async def test_force_advance_asks_first_and_shows_the_rejection(engine, run_dir)
         await pilot.press("y")
         (cmd,) = await received(pilot, engine, "the force_advance command")
         assert cmd.command == "force_advance" and cmd.slot == "block1"
-        engine.answer(cmd, reason="illegal transition DORMANT -> ? (no seed in block1)")
-        await wait_for(pilot, lambda: notes.any("rejected: illegal transition"), "the rejection notification")
-        assert "force_advance block1: rejected: illegal transition DORMANT -> ? (no seed in block1)" in notes.texts("error")
+        engine.answer(cmd, reason="G2 failed twice: the engine refuses a second bypass")
+        await wait_for(pilot, lambda: notes.any("rejected: G2"), "the rejection notification")
+        assert notes.texts() == ["force_advance block1: rejected: G2 failed twice: the engine refuses a second bypass"]
+        assert notes.texts("error") == notes.texts()
 
 
 async def test_advance_fossilize_and_cull_go_to_the_selected_slot(engine, run_dir):
@@ -475,6 +517,7 @@ async def test_advance_fossilize_and_cull_go_to_the_selected_slot(engine, run_di
     notes = Notes()
     async with app.run_test(size=SIZE, message_hook=notes) as pilot:
         await live_drawn(pilot, app)
+        await grown(pilot, app, engine, block1="TRAINING", block2="PROBATIONARY")
         await pilot.press("a")
         (cmd,) = await received(pilot, engine, "advance")
         assert (cmd.command, cmd.slot) == ("advance", "block1")
@@ -618,7 +661,6 @@ async def test_frames_are_skipped_over_the_cpu_budget_but_never_go_stale(monkeyp
     """The UI gives the CPU back to training: a busy frame skips the next one, for at most MAX_STALE."""
     import esper_tui.app as app_module
     from esper_tui.app import CPU_BUDGET, MAX_STALE, EsperApp
-    from esper_tui.sources import StaticSource
 
     clock = {"wall": 100.0, "cpu": 10.0}
     monkeypatch.setattr(app_module.time, "monotonic", lambda: clock["wall"])
@@ -637,3 +679,160 @@ async def test_frames_are_skipped_over_the_cpu_budget_but_never_go_stale(monkeyp
     assert not tick(0.0, 10.0)  # however busy, the screen is never older than MAX_STALE
     app._drawn_at = clock["wall"]
     assert not app._over_budget("PAUSED")  # a status change always draws
+
+
+# ---------------------------------------------------------------------------- what the operator is told
+def toasts(app: EsperApp) -> list[Toast]:
+    return list(app.screen.query(Toast))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_one_toast_per_command_and_it_hides_neither_log_nor_cards(engine, run_dir, size):
+    """A command used to raise two toasts ("sent", then "applied") over the event log that shows the
+    answer. Now: one toast, the engine's answer, over the bottom of the gate panel."""
+    app = live_app(run_dir)
+    notes = Notes()
+    async with app.run_test(size=size, message_hook=notes, notifications=True) as pilot:
+        await live_drawn(pilot, app)
+        await pilot.press("p")
+        (cmd,) = await received(pilot, engine, "pause")
+        await pilot.pause(0.2)
+        assert toasts(app) == []  # sending and waiting show on the log's border, not as a toast
+        reason = "the run is already paused by its schedule; resume it first, then pause again"
+        engine.answer(cmd, reason=reason)
+        (toast,) = await wait_for(pilot, lambda: toasts(app), "the answer's toast")
+        await wait_for(pilot, lambda: toast.region.area, "the toast laid out")
+        await pilot.pause(0.3)
+        assert notes.texts() == [f"pause: rejected: {reason}"]
+        log, gates = board(app).query_one(EventLog), gate(app)
+        assert not toast.region.overlaps(log.region), (toast.region, log.region)
+        assert not any(toast.region.overlaps(card.region) for card in board(app).query(SlotCard))
+        assert gates.region.x <= toast.region.x and toast.region.right <= gates.region.right
+        # Wrapped over several lines, all of it is above the footer.
+        assert toast.region.height >= 3 and toast.region.bottom <= board(app).query_one(Footer).region.y
+        rows = [strip.text for strip in app.screen._compositor.render_strips()][toast.region.y:toast.region.bottom]
+        words = " ".join(row[toast.region.x:toast.region.right].strip("▌ ") for row in rows).split()
+        assert words == f"pause: rejected: {reason}".split()  # every word on screen, the last one too
+
+
+async def test_the_engine_moving_the_slot_right_after_a_command_gets_its_own_toast(engine, run_dir):
+    """A forced advance, then the timeout culls the seed in the next epoch: the operator is told that
+    the engine acted on its own, once. Moves of other slots, the embargo that ends a cull, and moves
+    two epochs later are not news."""
+    app = live_app(run_dir)
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await live_drawn(pilot, app)
+        await grown(pilot, app, engine, block1="SHADOWING", block2="TRAINING")
+        await pilot.press("A")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirm")
+        await pilot.press("y")
+        (cmd,) = await received(pilot, engine, "force_advance")
+        engine.answer(cmd)
+        engine.move("block1", "SHADOWING", "PROBATIONARY", "operator", "forced past G4", forced=True)
+        await wait_for(pilot, lambda: notes.any("force_advance block1: applied"), "the answer")
+        engine.next_epoch()  # epoch 2: the epoch after the command
+        engine.move("block2", "TRAINING", "BLENDING", "gate", "G2 passed")  # another slot: not news
+        engine.move("block1", "PROBATIONARY", "CULLED", "timeout", "probation ran out")
+        follow = "after force_advance block1, on its own: block1 PROBATIONARY -> CULLED (timeout): probation ran out"
+        await wait_for(pilot, lambda: notes.any(follow), "the follow-up toast")
+        engine.next_epoch()
+        engine.move("block1", "CULLED", "EMBARGOED", "embargo", "embargoed")
+        engine.next_epoch()  # epoch 4: out of the window
+        engine.move("block2", "BLENDING", "CULLED", "autopilot", "accuracy fell")
+        await wait_for(pilot, lambda: "CULLED" in cards(app)["block2"], "the later moves drawn")
+        await pilot.pause(0.3)
+        assert notes.texts() == ["force_advance block1: applied", follow]
+        assert notes.messages[1][0] == "warning"
+
+
+@pytest.mark.parametrize(("key", "verb"), [("c", "cull"), ("a", "advance"), ("A", "advance"), ("f", "fossilize")])
+async def test_a_seed_command_on_an_empty_slot_says_so_and_asks_nothing(engine, run_dir, key, verb):
+    app = live_app(run_dir)
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await live_drawn(pilot, app)
+        await pilot.press(key)
+        await wait_for(pilot, lambda: notes.texts() or isinstance(app.screen, ConfirmScreen), f"an answer to {key!r}")
+        assert isinstance(app.screen, DashboardScreen), f"{key!r} on an empty slot asked {app.screen}"
+        assert notes.texts("warning") == [f"block1 holds no seed: nothing to {verb}"]
+        await nothing_sent(pilot, engine)
+
+
+class SlowSocket(LiveSource):
+    """A live source whose socket takes a while to answer (a busy engine, a slow disk)."""
+
+    def __init__(self, run_dir: Path, delay: float) -> None:
+        super().__init__(run_dir)
+        self.delay = delay
+        self.send_threads: list[str] = []
+
+    def send(self, command_name: str, **fields: object) -> SendResult:
+        import threading
+
+        self.send_threads.append(threading.current_thread().name)
+        time.sleep(self.delay)
+        return super().send(command_name, **fields)
+
+
+async def test_sending_never_blocks_the_screen(engine, run_dir):
+    """`source.send` may block up to its timeout (2 s): it runs in a worker thread, and the keys and
+    the screen go on meanwhile; the "sending" state shows on the event log's border."""
+    source = SlowSocket(run_dir, delay=1.5)
+    app = EsperApp(source, refresh=REFRESH, run_dir=str(run_dir))
+    notes = Notes()
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await live_drawn(pilot, app)
+        log = board(app).query_one(EventLog)
+        pressed = time.monotonic()
+        await pilot.press("p")
+        await wait_for(pilot, lambda: str(log.border_subtitle) == "sending pause…", "the sending line", timeout=1.0)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: gate(app).border_title == "gate: block2", "the selection to move", timeout=1.0)
+        assert time.monotonic() - pressed < 1.2  # well before the socket answered
+        (cmd,) = await received(pilot, engine, "pause")
+        assert source.send_threads and "MainThread" not in source.send_threads
+        await wait_for(pilot, lambda: str(log.border_subtitle) == "awaiting the engine: pause", "the waiting line")
+        engine.answer(cmd)
+        await wait_for(pilot, lambda: notes.any("pause: applied"), "the answer")
+
+
+async def test_commands_leave_in_the_order_asked(engine, run_dir):
+    """One sender, one command at a time: a step_epoch never overtakes the pause before it."""
+    app = live_app(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await live_drawn(pilot, app)
+        await pilot.press("p", "n", "o")
+        cmds = await received(pilot, engine, "three commands", n=3)
+        assert [c.command for c in cmds] == ["pause", "step_epoch", "autopilot"]
+
+
+async def test_a_replays_status_is_a_typed_value_not_a_string_to_split():
+    source = ReplaySource(Path(__file__).resolve().parents[1] / "fixtures" / "steered-run.jsonl", speed=2)
+    app = EsperApp(source, refresh=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "REPLAY x2" in header(app), "the replay header")
+        assert app.status_override() == Status("REPLAY", "x2")
+        assert board(app).query_one(RunHeader).has_class("status-REPLAY")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: "REPLAY PAUSED" in header(app), "paused")
+        assert app.status_override() == Status("REPLAY", "PAUSED")
+        await pilot.press("end")
+        await wait_for(pilot, lambda: "REPLAY END" in header(app), "at the end")
+        assert app.state.isolation == Isolation(detach=True, source="default")
+
+
+async def test_a_wrapped_toast_is_whole_above_the_footer(steered_events):
+    """Textual sized the toast rack by text wrapped one column wider than drawn (its scrollbar gutter):
+    a toast that wraps once more than estimated lost its last line under the footer."""
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        message = "after germinate block1 norm, on its own: block1 GERMINATED -> TRAINING (gate): G1 passed"
+        app.notify(message)
+        (toast,) = await wait_for(pilot, lambda: toasts(app), "the toast")
+        await wait_for(pilot, lambda: toast.region.area, "the toast laid out")
+        await pilot.pause(0.1)
+        assert toast.region.bottom <= board(app).query_one(Footer).region.y
+        rows = [strip.text for strip in app.screen._compositor.render_strips()][toast.region.y:toast.region.bottom]
+        assert " ".join(row[toast.region.x:toast.region.right].strip("▌ ") for row in rows).split() == message.split()

@@ -10,7 +10,7 @@ import pytest
 from engine.telemetry import Emitter, EpochCompleted, RunFinished, RunLogWriter, RunStarted, StepMetrics
 from esper_tui import cli
 from esper_tui.app import EsperApp
-from esper_tui.sources import ReplaySource
+from esper_tui.replay import ReplaySource
 from esper_tui.state import RunState
 from esper_tui.widgets import EventLog, RunHeader
 from esper_tui.widgets.header import header_text

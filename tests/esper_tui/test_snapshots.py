@@ -16,7 +16,7 @@ import pytest
 
 from esper_tui.app import EsperApp
 from esper_tui.screens import CrashScreen
-from esper_tui.sources import StaticSource
+from tests.esper_tui.static_source import StaticSource
 from esper_tui.widgets import GatePanel, RunHeader, SlotCard
 
 pytestmark = pytest.mark.timeout(60)

@@ -23,8 +23,10 @@ from engine.telemetry import (
     read_events,
 )
 from esper_tui.process import ERR_NAME, OUT_NAME, EngineProcess, engine_command, new_run_dir
-from esper_tui.sources import LiveSource, ReplaySource, RunSource, SendResult, StaticSource
+from esper_tui.replay import ReplaySource
+from esper_tui.sources import LiveSource, RunSource, SendResult
 from esper_tui.state import RunState, apply, apply_all
+from tests.esper_tui.static_source import StaticSource
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,6 +15,7 @@ from esper_tui.state import (
     LOG_LINES,
     PAUSED,
     SLOT_HISTORY,
+    Isolation,
     Restart,
     RunState,
     apply,
@@ -34,7 +35,7 @@ def test_a_steered_run_reduces_to_what_the_operator_saw():
     state = replay("steered-run.jsonl")
     assert state.status == FINISHED
     assert (state.task, state.topology, state.planned_epochs) == ("digits", "cnn", 26)
-    assert state.isolation == "detach (default)"
+    assert state.isolation == Isolation(detach=True, source="default")
     assert list(state.slots) == ["block1", "block2"]
     assert len(state.history) == 26 and state.history[-1].epoch == 26
     # The operator's commands: each answered, rejections with their reason.

@@ -34,8 +34,9 @@ from engine.telemetry import (
 from esper_tui.app import EsperApp
 from esper_tui.replay import ReplaySource
 from esper_tui.screens import BlueprintPicker, ConfirmScreen, CrashScreen
-from esper_tui.sources import LiveSource, StaticSource
+from esper_tui.sources import LiveSource
 from esper_tui.widgets import EventLog, SlotCard
+from tests.esper_tui.static_source import StaticSource
 from tests.esper_tui.test_app import REFRESH, FakeEngine, Notes, received, wait_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
@@ -162,7 +163,8 @@ async def test_names_and_answers_from_the_engine_are_never_markup(run_dir):
                         slots=(slot, "block2"), isolation={}, device="cpu", planned_epochs=10,
                         blueprints={bp: "[@click=app.quit]desc[/]"})
     engine.emitter.epoch = 1
-    engine.emitter.emit(EpochCompleted, train_loss=1.0, slots=(SlotReport(slot=slot, stage="DORMANT"),
+    # The slot holds a seed: `c` on an empty slot says so at once instead of asking.
+    engine.emitter.emit(EpochCompleted, train_loss=1.0, slots=(SlotReport(slot=slot, stage="TRAINING", blueprint=bp),
                                                                 SlotReport(slot="block2", stage="DORMANT")))
     engine.writer.flush()
     app = EsperApp(LiveSource(run_dir), refresh=REFRESH, run_dir=str(run_dir))

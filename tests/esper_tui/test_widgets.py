@@ -6,6 +6,7 @@ reduced from hand-made events, and checked for what it says.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from textual.widget import Widget
 
 from engine.gates import CreditReport, GateCheck
 from engine.telemetry.events import (
+    CheckpointSaved,
     EpochCompleted,
     GateEvaluated,
     RunStarted,
@@ -25,11 +27,23 @@ from engine.telemetry.events import (
     StepMetrics,
     WarningEvent,
 )
-from esper_tui.state import RunState, apply, apply_all
+from esper_tui.state import LogLine, RunState, apply, apply_all
+from esper_tui.status import Status
 from esper_tui.widgets import AlphaPlot, EventLog, GatePanel, MetricsPlot, RunHeader, SlotCard
-from esper_tui.widgets.event_log import format_line, line_matches, lines_after
+from esper_tui.widgets.alpha_plot import alpha_series, epoch_ticks, plot_window
+from esper_tui.widgets.event_log import (
+    LogLines,
+    category_named,
+    filter_title,
+    fold_into,
+    format_line,
+    line_matches,
+    lines_after,
+    parse_filter,
+)
+from esper_tui.widgets.metrics_plot import metric_series, metric_title
 from esper_tui.widgets.gate_panel import check_rows, gate_title, table_content
-from esper_tui.widgets.header import header_text
+from esper_tui.widgets.header import header_text, metrics_line
 from esper_tui.widgets.ratio_sparkline import sparkline_content
 from themes import PALETTES, STYLESHEETS, THEME_NAMES, THEMES, VARIABLE_DEFAULTS, next_theme
 
@@ -72,10 +86,10 @@ def run_events() -> list:
     events.append(GateEvaluated(
         **base(seq, 3), slot="block1", gate="G2", target="BLENDING", passed=False,
         checks=(
-            GateCheck(name="epochs_in_stage", value=3, threshold=3, passed=True),
-            GateCheck(name="grad_ratio", value=0.031, threshold=0.05, passed=False),
+            GateCheck(name="epochs_in_stage", value=3, threshold=3, passed=True, op=">="),
+            GateCheck(name="grad_ratio", value=0.031, threshold=0.05, passed=False, op=">="),
             GateCheck(name="seed_grads_finite", value=True, threshold=True, passed=True),
-            GateCheck(name="host_gradients_absent", value=None, threshold=None, passed=False),
+            GateCheck(name="host_gradients_absent", value=None, threshold="measured", passed=False),
         ),
     ))
     events.append(WarningEvent(**base(seq + 1, 3), slot="block2", code="ratio_near_threshold", message="close call"))
@@ -195,16 +209,29 @@ def test_header_line_says_what_matters_and_fits():
     state = make_state()
     line = header_text(state, "LIVE")
     for words in ("esper", "run abc123", "digits", "epoch 3/60", "LIVE", "1,234 samples/s", "autopilot on",
-                  "val 83.0%", "lr 0.01", "detach"):
+                  "host shielded from blending"):
         assert words in line, words
-    narrow = header_text(state, "REPLAY x2", width=50)
+    narrow = header_text(state, Status("REPLAY", "x2"), width=50)
     assert len(narrow) <= 50
     assert "REPLAY x2" in narrow and "epoch 3/60" in narrow
+    metrics = metrics_line(state)
+    assert "val acc 83.0%" in metrics and "lr 0.01" in metrics and "val loss" in metrics
 
 
 def test_header_of_an_empty_state_uses_dashes():
     line = header_text(RunState(), "STARTING")
-    assert "STARTING" in line and "run —" in line and "val —" in line and "— samples/s" in line
+    assert "STARTING" in line and "run —" in line and "— samples/s" in line
+    assert metrics_line(RunState()) == "val acc —  val loss —  lr —  train loss —"
+    assert metrics_line(RunState(), width=30) == "val acc —  val loss —  lr —"
+
+
+def test_the_metrics_line_shows_the_trend_of_val_accuracy():
+    state = RunState()
+    for epoch, acc in enumerate([80.0, 85.0, 84.0, 90.0], 1):
+        apply(state, EpochCompleted(**base(epoch, epoch), train_loss=0.5, train_accuracy=80.0, val_loss=0.4,
+                                    val_accuracy=acc, epoch_time_s=1.0, slots=[]))
+    # Scaled to its own range: the lowest point is the lowest block, the highest the top one.
+    assert "val acc 90.0% ▁▅▄█ +10.0" in metrics_line(state)
 
 
 @pytest.mark.asyncio
@@ -217,11 +244,11 @@ async def test_header_shows_status_and_override():
         await pilot.pause()
         assert "LIVE" in header.text and "epoch 3/60" in screen_text(app)
         assert header.has_class("status-LIVE")
-        header.show(state, status_override="REPLAY x2.0")
+        header.show(state, status_override=Status("REPLAY", "x2.0"))
         await pilot.pause()
         assert "REPLAY x2.0" in screen_text(app) and header.has_class("status-REPLAY")
         assert not header.has_class("status-LIVE")
-        header.status_override = "DETACHED"
+        header.status_override = Status("DETACHED")
         header.show(state)
         await pilot.pause()
         assert "DETACHED" in screen_text(app)
@@ -308,8 +335,9 @@ def probation_events() -> list:
                        alpha=1.0, params=1234, **credit),
                 report("block2", "DORMANT"))),
             GateEvaluated(**base(41, 9), slot="block1", gate="G5", target="FOSSILIZED", passed=False, checks=(
-                GateCheck(name="epochs_in_stage", value=3, threshold=3, passed=True),
-                GateCheck(name="credit_low", value=0.9, threshold=1.0, passed=False, credit=CreditReport(**credit)),
+                GateCheck(name="epochs_in_stage", value=3, threshold=3, passed=True, op=">="),
+                GateCheck(name="credit_low", value=0.9, threshold=1.0, passed=False, op=">=",
+                          credit=CreditReport(**credit)),
             ))]
 
 
@@ -321,14 +349,17 @@ async def test_slot_card_shows_credit_with_its_interval():
     async with app.run_test(size=SIZE) as pilot:
         card.show(state, "block1")
         await pilot.pause()
-        assert "cf +1.8 [+0.9, +2.7]" in card.text
+        assert "cf +1.8 [+0.9, +2.7] shadow_twin" in card.text
         assert "cf +1.8 [+0.9, +2.7]" in screen_text(app)  # credit leads its line, so it is never cut off
+        app.screen.add_class("compact")  # 80×24: the detail line goes, but not a measured credit
+        await pilot.pause()
+        assert "cf +1.8 [+0.9, +2.7]" in screen_text(app)
 
 
 def test_gate_rows_show_the_credit_estimate_and_its_method():
     state = apply_all(RunState(), probation_events())
     rows = check_rows(state.slots["block1"].gate)
-    assert ("FAIL", "credit_low (shadow_twin)", "cf +1.8 [+0.9, +2.7]", "1") in rows
+    assert ("FAIL", "needs credit's lower bound ≥ 1 (now 0.9); credit cf +1.8 [+0.9, +2.7], shadow_twin") in rows
 
 
 # ---------------------------------------------------------------------------- gate panel
@@ -337,12 +368,14 @@ def test_gate_rows_say_pass_fail_and_values():
     gate = state.slots["block1"].gate
     assert gate_title(gate) == "G2 -> BLENDING  FAILED (epoch 3)"
     rows = check_rows(gate)
-    assert ("FAIL", "grad_ratio", "0.031", "0.05") in rows
-    assert ("PASS", "seed_grads_finite", "yes", "yes") in rows
-    assert ("FAIL", "host_gradients_absent", "—", "—") in rows
+    # Sentences with their comparators, never a bare "x vs y".
+    assert ("FAIL", "needs gradient ratio ≥ 0.05 (now 0.031)") in rows
+    assert ("PASS", "seed grads finite: yes") in rows
+    assert ("FAIL", "needs gradient ratio measured (not measured yet)") in rows
     assert gate_title(None) == "no gate evaluated yet"
-    narrow = table_content(rows, width=20).plain
-    assert "FAIL grad_ratio\n     0.031 vs 0.05" in narrow
+    narrow = table_content(rows, width=30).plain
+    assert "FAIL needs gradient ratio ≥\n     0.05 (now 0.031)" in narrow
+    assert " vs " not in table_content(rows).plain
 
 
 @pytest.mark.asyncio
@@ -355,8 +388,8 @@ async def test_gate_panel_shows_the_selected_slot():
         await pilot.pause()
         text = screen_text(app)
         assert "G2 -> BLENDING  FAILED (epoch 3)" in text
-        assert re.search(r"FAIL\s+grad_ratio\s+0\.031\s+0\.05", text)
-        assert re.search(r"PASS\s+epochs_in_stage\s+3\s+3", text)
+        assert "FAIL needs gradient ratio ≥ 0.05 (now 0.031)" in text
+        assert "PASS epochs in stage 3 ≥ 3" in text
         assert panel.has_class("-failed")
         panel.show(state, "block2")
         await pilot.pause()
@@ -387,14 +420,78 @@ def test_log_line_matching_and_appending():
     lines = list(state.log)
     assert format_line(lines[2]).startswith("e1 #3 block1: DORMANT -> GERMINATED")
     assert all(line_matches(line, "") for line in lines)
-    assert [line.slot for line in lines if line_matches(line, "BLOCK2")] == ["block2"]
-    assert [line.kind for line in lines if line_matches(line, "warning")] == ["warning"]
+    assert [line.kind for line in lines if line_matches(line, "close CALL")] == ["warning"]
+    assert [line.kind for line in lines if line_matches(line, "block2")] == ["run_started", "warning"]
     assert lines_after(state.log, lines[-2].n) == lines[-1:]
     assert lines_after(state.log, 0) == lines
 
 
+def test_a_filter_takes_words_and_kinds():
+    flt = parse_filter("kind:gates  Block2 -kind:ckpt")
+    assert (flt.words, flt.kinds, flt.hidden, flt.unknown) == ("Block2", {"gates"}, {"checkpoints"}, ())
+    assert parse_filter("kind:op,auto").kinds == {"operator", "autopilot"}  # any unambiguous start
+    assert parse_filter("KIND:Lifecycle").kinds == {"lifecycle"} and parse_filter("kind:stage").kinds == {"lifecycle"}
+    assert parse_filter("kind:g").unknown == ("g",)  # gates or governor: ambiguous, so no kind
+    assert category_named("warn") == "warnings" and category_named("nonsense") is None
+    assert parse_filter("").empty and not parse_filter("-kind:checkpoints").empty
+
+
+def steered_lines():
+    from engine.telemetry import read_events
+
+    return list(apply_all(RunState(), read_events(ROOT / "tests" / "fixtures" / "steered-run.jsonl").events).log)
+
+
+def test_filtering_by_kind_finds_gates_wherever_they_decided():
+    lines = steered_lines()
+    gates = [line.text for line in lines if line_matches(line, "kind:gates")]
+    assert "block1: TRAINING -> BLENDING (G2 passed)" in gates  # a stage change a gate decided
+    assert any(t.startswith("operator: advance block2: rejected: G2 failed") for t in gates)  # a refusal by G2
+    assert not any(t.startswith(("autopilot", "checkpoint")) for t in gates)
+    operator = [line.text for line in lines if line_matches(line, "kind:operator")]
+    assert operator[0] == "operator: pause: applied" and all(t.startswith("operator: ") for t in operator)
+    assert "operator: cull block7 (reason: operator cull): rejected: unknown slot 'block7'; this host's slots are " \
+           "block1, block2" in operator
+    quiet = [line for line in lines if line_matches(line, "-kind:checkpoints")]
+    assert quiet and not any(line.kind == "checkpoint_saved" for line in quiet)
+    assert not [line for line in lines if line_matches(line, "kind:nonsense")]  # shows nothing, says why
+    assert filter_title("kind:nonsense", parse_filter("kind:nonsense")) == "events (filter: kind:nonsense)"
+
+
+def log_line(n: int, kind: str, epoch: int, text: str = "") -> LogLine:
+    return LogLine(n, epoch, kind, None, text or kind, n=n)
+
+
+def test_runs_of_checkpoints_fold_into_one_row():
+    rows: list = []
+    for n, (kind, epoch, text) in enumerate([
+        ("stage_changed", 3, "block1: TRAINING -> BLENDING (G2 passed)"),
+        ("checkpoint_saved", 5, "checkpoint saved (epoch 5)"),
+        ("checkpoint_saved", 10, "checkpoint saved (epoch 10)"),
+        ("checkpoint_saved", 15, "checkpoint saved (epoch 15)"),
+    ], 1):
+        changed = fold_into(rows, log_line(n, kind, epoch, text))
+    assert changed == 1  # only the tail changed: what came before is not redrawn
+    assert [format_line(row) for row in rows] == [
+        "e3 #1 block1: TRAINING -> BLENDING (G2 passed)",
+        "e15 #4 checkpoints saved at epochs 5, 10, 15",
+    ]
+    fold_into(rows, log_line(5, "stage_changed", 16, "block1: BLENDING -> SHADOWING (G3 passed)"))
+    fold_into(rows, log_line(6, "checkpoint_saved", 20, "checkpoint saved (epoch 20)"))
+    assert format_line(rows[-1]) == "e20 #6 checkpoint saved (epoch 20)"  # a new run after other news
+    for n, epoch in enumerate([*range(25, 65, 5), 60], 7):  # the last one twice: the save at the end
+        fold_into(rows, log_line(n, "checkpoint_saved", epoch))
+    assert format_line(rows[-1]) == "e60 #15 checkpoints saved at epochs 20, 25, …, 60 (9 saves)"
+    assert len(rows) == 4
+
+
+def stage_style(app: App, log: EventLog, needle: str):
+    (text,) = [t for t in log.query_one(LogLines)._texts if needle in t.plain]
+    return text.get_style_at_offset(app.console, len(text.plain) - 1)
+
+
 @pytest.mark.asyncio
-async def test_event_log_filters_and_appends_only_new_lines():
+async def test_event_log_filters_folds_and_appends_only_new_rows():
     state = make_state()
     log = EventLog()
     app = WidgetApp(log)
@@ -403,43 +500,142 @@ async def test_event_log_filters_and_appends_only_new_lines():
         log.show(state)
         await pilot.pause()
         assert len(log.lines) == len(state.log) == 5
-        assert "e1 #4 block1: GERMINATED -> TRAINING (gate) G1 passed" in log.lines
+        assert "e1 #4 block1: GERMINATED -> TRAINING (G1 passed)" in log.lines
+        view = log.query_one(LogLines)
         written: list = []
-        rich_log = log.query_one("RichLog")
-        original = rich_log.write
-        rich_log.write = lambda content, *a, **k: (written.append(content), original(content, *a, **k))[1]
+        original = view.replace_from
+        view.replace_from = lambda index, texts: (written.append((index, [t.plain for t in texts])),
+                                                  original(index, texts))[1]
         log.show(state)  # nothing new: nothing written
         assert written == []
         apply(state, WarningEvent(**base(100, 4), slot="block1", code="c", message="new one"))
         log.show(state)
-        assert len(written) == 1 and "new one" in written[0].plain
+        assert written == [(5, ["e4 #100 warning block1: new one"])]
+        # Checkpoints every 5 epochs: one short row that grows, and only that row is redrawn.
+        for seq, epoch in ((101, 5), (102, 10), (103, 15)):
+            apply(state, CheckpointSaved(**base(seq, epoch), path=f"/home/me/runs/r/epoch{epoch}/checkpoint.pt"))
+            log.show(state)
+        assert written[-1] == (6, ["e15 #103 checkpoints saved at epochs 5, 10, 15"])
+        await pilot.pause()
+        text = screen_text(app)
+        assert "checkpoints saved at epochs 5, 10, 15" in text and "checkpoint.pt" not in text
+        assert len(log.lines) == 7
+        # A stage change stands out: bold, in its stage's colour from the theme.
+        style = stage_style(app, log, "GERMINATED -> TRAINING")
+        assert style.bold and style.color.triplet.hex == THEMES["esper-dark"].variables["stage-training"]
+        log.set_filter("kind:warnings")
+        assert log.lines == ["e3 #12 warning block2: close call", "e4 #100 warning block1: new one"]
         log.set_filter("Block2")
-        assert log.lines == ["e3 #12 warning ratio_near_threshold: close call"]
+        assert log.lines == ["e0 #1 run abc123 started: task digits, cnn host on cpu, 60 epochs, slots block1, block2; "
+                             "host shielded from blending seeds (default)", "e3 #12 warning block2: close call"]
         assert "filter: Block2" in str(log.border_title)
         await pilot.pause()
         text = screen_text(app)
         assert "close call" in text and "GERMINATED" not in text
+        log.set_filter("kind:nonsense")  # no such kind: the panel says so, and names the kinds there are
+        await pilot.pause()
+        assert log.lines == [] and "no kind nonsense; the kinds are: lifecycle gates" in screen_text(app)
         log.set_filter("[/x]")  # typed by the operator: text, never markup (it used to crash the app)
         await pilot.pause()
         assert "filter: [/x]" in screen_text(app)
         log.set_filter("")
-        assert len(log.lines) == 6
+        assert len(log.lines) == 7
+
+
+@pytest.mark.asyncio
+async def test_a_long_log_stays_bounded_and_follows_the_newest_row():
+    state = make_state()
+    log = EventLog(max_lines=50)
+    app = WidgetApp(log)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for i in range(200):
+            apply(state, WarningEvent(**base(1000 + i, 5 + i), slot="block1", code="c", message=f"number {i}"))
+        log.show(state)
+        await pilot.pause()
+        assert len(log.lines) == 50 and log.lines[-1].endswith("number 199")
+        assert "number 199" in screen_text(app) and "number 150" not in screen_text(app)
 
 
 # ---------------------------------------------------------------------------- plots
+def grown_state(epochs: int = 100, blend_at: int = 80, task: str = "digits", topology: str = "cnn") -> RunState:
+    """A long run: block1 germinates at `blend_at - 3`, blends over 5 epochs from `blend_at`; block2 never
+    holds a seed. Accuracy climbs; the loss falls."""
+    state = apply_all(RunState(), [RunStarted(
+        **base(1, 0), run_id="long", config={}, task=task, topology=topology, slots=("block1", "block2"),
+        isolation={"blend_detach": True, "source": "default"}, device="cpu", planned_epochs=epochs)])
+    seq = 2
+    for epoch in range(1, epochs + 1):
+        if epoch == blend_at - 3:
+            apply(state, SeedGerminated(**base(seq, epoch), slot="block1", seed_id="block1#1", blueprint="norm",
+                                        params=10))
+            seq += 1
+        alive = epoch >= blend_at - 3
+        alpha = min(1.0, max(0.0, (epoch - blend_at) / 5)) if alive else 0.0
+        stage = "DORMANT" if not alive else "TRAINING" if epoch < blend_at else "BLENDING"
+        apply(state, EpochCompleted(**base(seq, epoch), train_loss=2.0 / epoch, val_loss=2.2 / epoch,
+                                    train_accuracy=50 + epoch * 0.4, val_accuracy=48 + epoch * 0.4, slots=(
+                                        report("block1", stage, alpha=alpha, seed_id="block1#1" if alive else None,
+                                               blueprint="norm" if alive else None),
+                                        report("block2", "DORMANT"))))
+        seq += 1
+    return state
+
+
+def test_the_curves_follow_the_recent_epochs_in_whole_epochs():
+    state = grown_state()
+    assert plot_window(state) == (71, 100)  # the last 30 epochs: a 5-epoch ramp is a sixth of the plot
+    (series,) = alpha_series(state, "block1")  # block2 never held a seed: no flat line at 0
+    label, epochs, alphas = series
+    # From the last epoch at 0 (blending starts) to the end: no flat line for the epochs before.
+    assert label == "*block1" and epochs[0] == 80 and alphas[0] == 0.0 and epochs[-1] == 100 and max(alphas) == 1.0
+    assert epoch_ticks(71, 100) == [75, 80, 85, 90, 95, 100]
+    assert all(isinstance(t, int) for t in epoch_ticks(1, 7)) and epoch_ticks(1, 3) == [1, 2, 3]
+    early = grown_state(epochs=100, blend_at=40)  # a live seed germinated 64 epochs ago: back to it, at most 60
+    assert plot_window(early) == (41, 100)
+    assert plot_window(grown_state(epochs=12, blend_at=50)) == (1, 12)
+    assert alpha_series(grown_state(epochs=12, blend_at=50)) == []  # no seed yet: nothing drawn
+    accuracy = metric_series(state)
+    assert [label for label, _, _ in accuracy] == ["val", "train"]
+    assert accuracy[0][1][0] == 71 and accuracy[0][2][-1] == pytest.approx(88.0)
+
+
+def test_alpha_lines_start_at_the_ramp_and_end_at_a_cull():
+    state = RunState()
+    alphas = {"block1": [0, 0, 0, 0.5, 1, 1, 0, 0, 0], "block2": [0] * 9, "block3": [0, 0, 0, 0, 0, 0, 0, 0, 0.2]}
+    for epoch in range(1, 10):
+        apply(state, EpochCompleted(**base(epoch, epoch), val_accuracy=50.0, slots=tuple(
+            report(slot, "TRAINING", alpha=values[epoch - 1], seed_id=f"{slot}#1") for slot, values in alphas.items())))
+    series = {label: (epochs, values) for label, epochs, values in alpha_series(state)}
+    assert list(series) == ["block1", "block3"]  # block2 trains but never blends: no line at 0
+    assert series["block1"] == ((3, 4, 5, 6, 7), (0, 0.5, 1, 1, 0))  # culled at 7: the fall, then nothing
+    assert series["block3"] == ((8, 9), (0, 0.2))
+
+
+def test_a_language_model_is_plotted_in_bits_per_character():
+    state = grown_state(task="text", topology="transformer")
+    assert metric_title(state) == "bits per character (lower is better)"
+    (val, train) = metric_series(state)
+    assert val[0] == "val" and val[2][-1] == pytest.approx(2.2 / 100 / math.log(2))
+    assert metric_title(grown_state()) == "accuracy %"
+
+
 @pytest.mark.asyncio
-async def test_plots_draw_labelled_lines_and_redraw_only_on_change():
-    state = make_state()
+async def test_plots_say_what_each_line_is_without_colour_and_redraw_only_on_change():
+    state = grown_state()
     alpha, metrics = AlphaPlot(), MetricsPlot()
     app = WidgetApp(alpha, metrics)
     async with app.run_test(size=SIZE) as pilot:
         alpha.show(state, "block1")
         metrics.show(state)
         await pilot.pause()
-        assert alpha.labels == ["*block1", "block2"]
-        assert metrics.labels == ["train loss", "val loss", "val acc %"]
+        assert alpha.labels == ["*block1"] and metrics.labels == ["val", "train"]
         text = screen_text(app)
-        assert "alpha by slot" in text and "loss / accuracy" in text and "val acc %" in text
+        # The legend is in the title, off the curves; each line has its own marker (not only a colour).
+        assert "alpha: ⢕ *block1" in text and "accuracy %: ⢕ val  • train" in text
+        assert "•" in text.split("accuracy %")[1]  # the train line is drawn in dots
+        ticks = [line for line in text.splitlines() if re.search(r"\b75\b.*\b100\b", line)]
+        assert ticks and not re.search(r"\d\.\d", ticks[0])  # whole epochs on the x axis
+        assert "block2" not in text  # never held a seed: not drawn
         cleared: list[str] = []
         for plot in (alpha, metrics):
             original = plot.plt.clear_figure
@@ -447,8 +643,8 @@ async def test_plots_draw_labelled_lines_and_redraw_only_on_change():
         alpha.show(state, "block1")
         metrics.show(state)
         assert cleared == []  # same data: no redraw
-        apply(state, EpochCompleted(**base(60, 4), val_loss=0.5, val_accuracy=85.0,
-                                    slots=(report("block1", "TRAINING", alpha=0.0),)))
+        apply(state, EpochCompleted(**base(999, 101), val_loss=0.5, val_accuracy=85.0,
+                                    slots=(report("block1", "BLENDING", alpha=1.0, seed_id="block1#1"),)))
         alpha.show(state, "block1")
         metrics.show(state)
         assert cleared == ["AlphaPlot", "MetricsPlot"]
@@ -470,5 +666,39 @@ async def test_compact_screen_hides_plots_and_shortens_cards():
         app.screen.add_class("compact")
         await pilot.pause()
         assert alpha.display is False or alpha.styles.display == "none"
-        assert card.outer_size.height <= 4 < tall
+        assert card.outer_size.height <= 5 < tall
         assert "[TRAINING]" in screen_text(app)
+        # What the seed still needs stays on the card at 80×24 (the detail line is what goes).
+        assert "G2 needs gradient ratio" in screen_text(app)
+
+
+@pytest.mark.asyncio
+async def test_event_log_follows_the_newest_line_through_bursts_until_scrolled_up():
+    state = make_state()
+    log = EventLog()
+    app = WidgetApp(log)
+    async with app.run_test(size=(80, 12)) as pilot:
+        log.show(state)
+        await pilot.pause()
+        # A burst: lines arrive faster than the screen refreshes (a live run catching up).
+        for i in range(60):
+            apply(state, WarningEvent(**base(200 + i, 5), slot="block1", code="c", message=f"burst line {i}"))
+            log.show(state)
+            if i % 7 == 0:
+                await pilot.pause()  # some frames come in between, as on a live screen
+        await pilot.pause()
+        await pilot.pause()
+        assert "burst line 59" in screen_text(app)
+        log.styles.height = 6  # the panel gets shorter (a card above grew a line): still following
+        await pilot.pause()
+        apply(state, WarningEvent(**base(290, 6), slot="block1", code="c", message="after the shrink"))
+        log.show(state)
+        await pilot.pause()
+        await pilot.pause()
+        assert "after the shrink" in screen_text(app)
+        log.query_one("LogLines").scroll_home(animate=False)  # the operator reads back: it stays put
+        await pilot.pause()
+        apply(state, WarningEvent(**base(300, 6), slot="block1", code="c", message="one more"))
+        log.show(state)
+        await pilot.pause()
+        assert "one more" not in screen_text(app) and "burst line 59" not in screen_text(app)
