@@ -143,14 +143,16 @@ class SlotCard(Widget):
         if lines == self._lines:
             return
         old, self._lines = self._lines, lines
-        # Each is one line: only a change of width can move anything, so only then ask for a
-        # reflow (a full-screen relayout per changed card line was most of a frame's cost).
-        for widget, name in ((self._badge, "badge"), (self._blueprint, "blueprint"), (self._alpha, "alpha"),
-                             (self._ratio, "ratio"), (self._detail, "detail"), (self._next, "next")):
+        # Each is one line. The fixed-width lines never move anything; only the two sized to their
+        # text (badge, ratio label) need a reflow when their length changes (a full-screen relayout
+        # per changed card line was most of a frame's cost).
+        for widget, name, sized in ((self._badge, "badge", True), (self._blueprint, "blueprint", False),
+                                    (self._alpha, "alpha", False), (self._ratio, "ratio", True),
+                                    (self._detail, "detail", False), (self._next, "next", False)):
             text = getattr(lines, name)
             before = None if old is None else getattr(old, name)
             if text != before:
-                widget.update(text, layout=before is None or len(str(text)) != len(str(before)))
+                widget.update(text, layout=before is None or (sized and len(str(text)) != len(str(before))))
         self._ratio.set_class(lines.ratio_below, "-below")
         self.border_subtitle = lines.params
 
