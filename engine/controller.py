@@ -175,8 +175,8 @@ class Controller:
             else:
                 changes = [(after - before) / before for before, after in zip(window, window[1:]) if before > 0]
                 worst = min(changes, default=0.0)
-                why = (f"host not stable: val loss {100 * worst:+.1f} %/epoch, needs every epoch above "
-                       f"{-100 * c.stable_rel_improvement:+.0f} %")
+                why = (f"host not stable: val loss {100 * worst:+.1f} %/epoch, needs > "
+                       f"{-100 * c.stable_rel_improvement:+.0f} % every epoch")
         else:
             window = view.val_accuracies[-c.plateau_window - 1:]
             if len(window) < c.plateau_window + 1:

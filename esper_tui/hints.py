@@ -11,7 +11,7 @@ import math
 
 from engine.gates import GateCheck
 from engine.lifecycle import LIVE_STAGES, Stage, gate_for, next_stage
-from esper_tui.state import RunState, SlotView
+from esper_tui.state import CRASHED, FINISHED, STOPPED, RunState, SlotView
 
 _KEYS_FOR = {Stage.FOSSILIZED: "f fossilizes it"}
 
@@ -66,6 +66,8 @@ def autopilot_line(state: RunState) -> str:
     """The autopilot in one line: off, on and waiting for what, or on with nothing to wait for."""
     if state.autopilot is None:
         return "autopilot: —"
+    if state.status in (CRASHED, FINISHED, STOPPED):
+        return f"autopilot {'on' if state.autopilot else 'off'}: the run has ended"
     if not state.autopilot:
         return "autopilot off: only you move seeds (o turns it on)"
     if state.autopilot_waiting:

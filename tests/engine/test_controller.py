@@ -475,7 +475,7 @@ class TestWaiting:
     def test_host_still_improving_says_by_how_much(self):
         c = Controller()
         assert germinations(c.decide(view(10, (dormant(),), losses=(1.0, 0.96, 0.92, 0.88)))) == []
-        assert c.waiting.startswith("host not stable: val loss -4.3 %/epoch, needs every epoch above -3 %")
+        assert c.waiting.startswith("host not stable: val loss -4.3 %/epoch, needs > -3 % every epoch")
 
     def test_accuracy_still_rising(self):
         c = Controller()

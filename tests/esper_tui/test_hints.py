@@ -52,3 +52,5 @@ def test_the_autopilot_line_says_off_waiting_or_on():
     assert autopilot_line(state) == "autopilot waits: host not stable: val loss -4.1 %/epoch"
     state.autopilot_waiting = None
     assert autopilot_line(state) == "autopilot on"
+    state.autopilot_waiting, state.status = "host not stable", "FINISHED"  # no wait outlives the run
+    assert autopilot_line(state) == "autopilot on: the run has ended"
