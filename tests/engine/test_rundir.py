@@ -38,6 +38,14 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file() and p.name != LOCK_NAME}
 
 
+def copy_of(run: Path, where: Path) -> Path:
+    """A copy of a run directory's files (the module's finished run is shared: tests change copies)."""
+    where.mkdir()
+    for name, data in snapshot(run).items():
+        (where / name).write_bytes(data)
+    return where
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
@@ -90,10 +98,7 @@ def test_a_finished_run_is_never_overwritten_without_asking(finished_run):
 
 
 def test_overwrite_replaces_the_run_and_resume_continues_it(tmp_path, finished_run):
-    run_dir = tmp_path / "copy"
-    run_dir.mkdir()
-    for name, data in snapshot(finished_run).items():
-        (run_dir / name).write_bytes(data)
+    run_dir = copy_of(finished_run, tmp_path / "copy")
     assert engine("--resume", str(run_dir), "--epochs", "4").returncode == 0
     starts = [e for e in read_events(run_dir).events if e.kind == "run_started"]
     assert [s.resumed for s in starts] == [False, True] and starts[1].resumed_from_epoch == 3
@@ -111,10 +116,7 @@ def test_resume_with_fewer_epochs_than_done_is_refused(finished_run):
 
 
 def test_resume_without_epochs_keeps_the_runs_own_plan(tmp_path, finished_run):
-    run_dir = tmp_path / "again"
-    run_dir.mkdir()
-    for name, data in snapshot(finished_run).items():
-        (run_dir / name).write_bytes(data)
+    run_dir = copy_of(finished_run, tmp_path / "again")
     # The preset's 24 epochs must not extend a 3-epoch run that is already complete.
     assert engine("--resume", str(run_dir)).returncode == 0
     assert [e.epoch for e in read_events(run_dir).events if e.kind == "epoch_completed"] == [1, 2, 3]
@@ -190,10 +192,7 @@ class Payload:
     pytest.param(lambda p: torch.save([1, 2], p), id="not-a-dict"),
 ])
 def test_a_bad_checkpoint_on_resume_is_one_line_and_logs_nothing(tmp_path, finished_run, make):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    for name, data in snapshot(finished_run).items():
-        (run_dir / name).write_bytes(data)
+    run_dir = copy_of(finished_run, tmp_path / "run")
     make(run_dir / "checkpoint.pt")
     before = snapshot(run_dir)
     line = one_clear_line(engine("--resume", str(run_dir)))
@@ -202,10 +201,7 @@ def test_a_bad_checkpoint_on_resume_is_one_line_and_logs_nothing(tmp_path, finis
 
 
 def test_a_checkpoint_of_another_host_is_refused_before_logging(tmp_path, finished_run):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    for name, data in snapshot(finished_run).items():
-        (run_dir / name).write_bytes(data)
+    run_dir = copy_of(finished_run, tmp_path / "run")
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     state["model"] = {k: v[..., :1] if v.dim() else v for k, v in state["model"].items()}  # wrong shapes
     torch.save(state, run_dir / "checkpoint.pt")
