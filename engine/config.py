@@ -5,7 +5,7 @@ Presets are plain functions returning configs; nothing is wired by magic.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -102,12 +102,18 @@ class CreditConfig(BaseModel):
     )
 
 
+# The built-in tasks, named once: the options are checked against these without importing torch
+# (`esper-tui train --task bogus` exits 2 before anything starts); engine.tasks.TASKS builds each.
+TaskName = Literal["digits", "mnist5k", "text", "cifar10", "textfile"]
+TASK_NAMES: tuple[str, ...] = get_args(TaskName)
+
+
 class RunConfig(BaseModel):
     """Everything one run needs. Written whole into the `run_started` event."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task: str = "digits"
+    task: TaskName = Field("digits", description="the built-in task (engine.tasks builds it)")
     data_dir: str | None = None
     epochs: int = Field(60, ge=1)
     batch_size: int = Field(64, ge=1)

@@ -74,8 +74,12 @@ def experiment(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from engine.experiment import ARMS, run_experiment
 
     unknown = [a for a in arms if a not in ARMS]
-    if unknown or not seeds or not arms:
-        print(f"error: --arms takes some of {', '.join(ARMS)}; --seeds at least one seed", file=sys.stderr)
+    if unknown or not arms:
+        got = f"unknown arm {', '.join(map(repr, unknown))}" if unknown else "no arm"
+        print(f"error: {got}: --arms takes some of {', '.join(ARMS)}", file=sys.stderr)
+        return EXIT_USAGE
+    if not seeds:
+        print("error: --seeds needs at least one seed", file=sys.stderr)
         return EXIT_USAGE
     from engine.rundir import StartError
     from engine.tasks import TaskDataError

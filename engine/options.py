@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from engine.config import PRESETS, OptimConfig, RunConfig
+from engine.config import PRESETS, TASK_NAMES, OptimConfig, RunConfig
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     """The options that make a RunConfig (train and experiment)."""
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="named configuration (default: digits on a small CNN; quick: a whole seed life in seconds; text: Transformer LM)")
-    p.add_argument("--task", help="digits | mnist5k | text | cifar10 | textfile")
+    p.add_argument("--task", choices=TASK_NAMES, metavar="TASK", help=f"the built-in task: {' | '.join(TASK_NAMES)} (default: the preset's)")
     p.add_argument("--data-dir", help="directory (cifar10) or file (textfile) with the task's data")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

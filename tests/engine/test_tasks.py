@@ -377,3 +377,11 @@ def test_load_task_needs_data_dir_for_user_data(name):
 
 def test_default_task_is_registered():
     assert tasks.DEFAULT_TASK in tasks.TASKS
+
+
+def test_the_task_names_the_options_accept_are_exactly_the_tasks_that_exist():
+    from engine.config import TASK_NAMES, RunConfig
+
+    assert set(TASK_NAMES) == set(tasks.TASKS)
+    with pytest.raises(ValueError, match="digits"):
+        RunConfig(task="bogus")

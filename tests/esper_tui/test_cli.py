@@ -372,12 +372,18 @@ async def test_the_quit_dialog_gives_the_whole_attach_command_and_says_stop_or_d
     assert app.return_value == "detach"
 
 
+def test_an_unknown_task_is_refused_before_anything_starts(here, dashboard, start_failed, capsys):
+    assert cli.main(["train", "--task", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err and "'digits'" in err and "Traceback" not in err
+    assert dashboard.calls == [] and start_failed.calls == [] and list(here.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------- the real engine (slow)
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("argv", "reason"), [
     (["train", "--task", "cifar10", "--data-dir", "/nonexistent"], "error: CIFAR-10 not found: /nonexistent"),
-    (["train", "--task", "bogus"], "bogus"),
 ])
 def test_the_real_engine_refusing_to_start_is_a_message_and_leaves_nothing(here, dashboard, start_failed, capsys,
                                                                            argv, reason):
