@@ -567,11 +567,11 @@ class Trainer:
             elif d.action == "cull":
                 self.bank.cull(d.slot, d.reason, "autopilot")
 
-    def _slot_report(self, slot) -> dict[str, Any]:
+    def _slot_report(self, slot: SeedSlot) -> ev.SlotReport:
         m = slot.metrics
         live = slot.is_live  # a fossilized seed is plain host: nothing of it is measured any more
         threshold = self.config.lifecycle.gates.ratio_threshold_for(slot.topology, slot.blueprint)
-        return dict(
+        return ev.SlotReport(
             slot=slot.slot_id,
             stage=slot.stage,
             blueprint=slot.blueprint,

@@ -35,10 +35,7 @@ def next_step(view: SlotView, autopilot: bool | None) -> str:
     """What stands between a slot's seed and its next stage, e.g.
     "G3 needs alpha ≥ 0.99 (now 0.35, about 2 epochs)" or "G5 passed: f fossilizes it (autopilot off)".
     Empty for a slot without a live seed."""
-    try:
-        stage = Stage(view.stage)
-    except ValueError:
-        return ""
+    stage = view.stage
     target = next_stage(stage)
     if stage not in LIVE_STAGES or target is None:
         return "part of the host" if stage is Stage.FOSSILIZED else ""

@@ -16,7 +16,7 @@ from engine.gates import GateCheck
 from engine.lifecycle import ENTRY_ALPHA, LIVE_STAGES, Stage
 from engine.telemetry.describe import category_of
 from engine.telemetry.describe import describe as describe_event
-from engine.telemetry.events import Event
+from engine.telemetry.events import Event, SlotReport
 
 HISTORY = 2000  # epochs of loss/accuracy kept for the curves
 SLOT_HISTORY = 400  # per-slot alpha and gradient-ratio points kept for sparklines and curves
@@ -34,7 +34,7 @@ class GateView:
     """The last verdict of a gate on a slot."""
 
     gate: str | None
-    target: str | None
+    target: Stage | None
     passed: bool
     forced: bool
     checks: list[GateCheck]  # as the engine logged them: value, threshold, comparator, credit
@@ -43,26 +43,33 @@ class GateView:
 
 @dataclass(slots=True)
 class SlotView:
-    """One slot's card. None means not measured (shown as "—"), never 0."""
+    """One slot as the dashboard knows it: the engine's own typed `report` (the slot's `SlotReport`
+    from the last `epoch_completed`, moved on by the germinations and stage changes logged since;
+    None in it means not measured, shown as "—", never 0), plus what only the reducer knows: whether
+    the last stage change was forced, the last gate verdict, and bounded histories for the curves."""
 
-    slot: str
-    stage: str = "DORMANT"
-    blueprint: str | None = None
-    seed_id: str | None = None
-    epochs_in_stage: int = 0
-    alpha: float = 0.0
-    grad_ratio: float | None = None
-    grad_ratio_threshold: float | None = None
-    counterfactual: float | None = None
-    credit_low: float | None = None
-    credit_high: float | None = None
-    credit_method: str | None = None
-    blending_delta: float | None = None
-    params: int = 0
+    report: SlotReport
     forced: bool = False  # the last stage change was an operator override of a failing gate
     gate: GateView | None = None
     ratio_history: deque[float | None] = field(default_factory=lambda: deque(maxlen=SLOT_HISTORY))
     alpha_history: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SLOT_HISTORY))
+
+    @classmethod
+    def empty(cls, slot: str) -> SlotView:
+        """A slot nothing has been reported about yet: DORMANT, no seed."""
+        return cls(SlotReport(slot=slot, stage=Stage.DORMANT))
+
+    @property
+    def slot(self) -> str:
+        return self.report.slot
+
+    @property
+    def stage(self) -> Stage:
+        return self.report.stage
+
+    def moved(self, **changes: Any) -> None:
+        """The report with `changes` (a logged event moved the slot on between epoch reports)."""
+        self.report = self.report.model_copy(update=changes)
 
 
 @dataclass(slots=True)
@@ -231,7 +238,7 @@ def _log(state: RunState, line: LogLine) -> None:
 def _slot(state: RunState, name: str) -> SlotView:
     view = state.slots.get(name)
     if view is None:
-        view = state.slots[name] = SlotView(name)
+        view = state.slots[name] = SlotView.empty(name)
     return view
 
 
@@ -264,37 +271,33 @@ def _epoch_completed(state: RunState, e: Any) -> None:
         state.epoch_times.append(e.epoch_time_s)
     for report in e.slots:
         view = _slot(state, report.slot)
-        view.stage = str(report.stage)
-        view.blueprint, view.seed_id = report.blueprint, report.seed_id
-        view.epochs_in_stage, view.alpha, view.params = report.epochs_in_stage, report.alpha, report.params
-        view.grad_ratio, view.grad_ratio_threshold = report.grad_ratio, report.grad_ratio_threshold
-        view.counterfactual, view.blending_delta = report.counterfactual, report.blending_delta
-        view.credit_low, view.credit_high = report.credit_low, report.credit_high
-        view.credit_method = report.credit_method
+        view.report = report
         view.alpha_history.append((e.epoch, report.alpha))
         view.ratio_history.append(report.grad_ratio)
 
 
 def _seed_germinated(state: RunState, e: Any) -> None:
     view = _slot(state, e.slot)
-    view.blueprint, view.seed_id, view.params = e.blueprint, e.seed_id, e.params
+    view.moved(blueprint=e.blueprint, seed_id=e.seed_id, params=e.params)
     view.ratio_history.clear()
+
+
+# The report's measurements of a live seed: gone once the slot holds none (or holds plain host).
+UNMEASURED_WITHOUT_SEED = ("grad_ratio", "grad_ratio_threshold", "counterfactual", "credit_low", "credit_high",
+                           "credit_method", "credit_compare", "blending_delta")
 
 
 def _stage_changed(state: RunState, e: Any) -> None:
     view = _slot(state, e.slot)
-    view.stage = str(e.to_stage)
-    view.epochs_in_stage = 0
-    view.forced = e.forced
-    stage = e.to_stage  # a Stage: the lifecycle's own rules, not restated here
-    view.alpha = ENTRY_ALPHA.get(stage, view.alpha)
+    stage = e.to_stage  # a Stage: the lifecycle's own rules (entry alphas, live stages), not restated here
+    changes: dict[str, Any] = dict(stage=stage, epochs_in_stage=0, alpha=ENTRY_ALPHA.get(stage, view.report.alpha))
     if stage is Stage.DORMANT:
-        view.blueprint = view.seed_id = None
-        view.params = 0
+        changes.update(blueprint=None, seed_id=None, params=0)
     if stage not in LIVE_STAGES:  # nothing of it is measured any more
-        view.grad_ratio = view.counterfactual = view.blending_delta = None
-        view.credit_low = view.credit_high = view.credit_method = None
-    view.alpha_history.append((e.epoch, view.alpha))
+        changes.update({name: None for name in UNMEASURED_WITHOUT_SEED})
+    view.moved(**changes)
+    view.forced = e.forced
+    view.alpha_history.append((e.epoch, view.report.alpha))
     if e.gate is not None:
         _record_gate(view, e.gate.gate, e.gate.target, e.gate.passed, e.forced, e.gate.checks, e.epoch)
 
@@ -303,10 +306,11 @@ def _gate_evaluated(state: RunState, e: Any) -> None:
     _record_gate(_slot(state, e.slot), e.gate, e.target, e.passed, e.forced, e.checks, e.epoch)
 
 
-def _record_gate(view: SlotView, gate: Any, target: Any, passed: bool, forced: bool, checks: Any, epoch: int) -> None:
+def _record_gate(view: SlotView, gate: str | None, target: Stage | None, passed: bool, forced: bool,
+                 checks: Sequence[GateCheck], epoch: int) -> None:
     view.gate = GateView(
         gate=gate,
-        target=None if target is None else str(target),
+        target=target,
         passed=passed,
         forced=forced,
         checks=list(checks),

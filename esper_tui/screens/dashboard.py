@@ -19,6 +19,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
+from engine.lifecycle import Stage
 from esper_tui.answers import pending_line
 from esper_tui.keys import KEYS, REPLAY_ONLY, SLOT_DIGITS
 from esper_tui.messages import CommandRequested, SeekRequested
@@ -33,7 +34,7 @@ _ID_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 # Smaller than this and the screen switches to the compact layout (no plots, short cards).
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 30
 # Stages without a seed to advance, fossilize or cull (CULLED and EMBARGOED: the seed is gone).
-NO_SEED = frozenset({"DORMANT", "CULLED", "EMBARGOED"})
+NO_SEED = frozenset({Stage.DORMANT, Stage.CULLED, Stage.EMBARGOED})
 
 
 def card_id(slot: str) -> str | None:
@@ -42,12 +43,12 @@ def card_id(slot: str) -> str | None:
     return f"card-{slot}" if _ID_SAFE.fullmatch(slot) else None
 
 
-def no_seed_reason(slot: str, stage: str, verb: str) -> str | None:
+def no_seed_reason(slot: str, stage: Stage, verb: str) -> str | None:
     """Why `verb` makes no sense on a slot in `stage` ("block0 holds no seed: nothing to cull"), or
     None when the slot holds a seed (the engine judges the rest and answers with its reason)."""
     if stage not in NO_SEED:
         return None
-    why = "" if stage == "DORMANT" else f" (it is {stage})"
+    why = "" if stage is Stage.DORMANT else f" (it is {stage})"
     return f"{slot} holds no seed{why}: nothing to {verb}"
 
 

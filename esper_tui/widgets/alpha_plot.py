@@ -14,6 +14,7 @@ from itertools import count
 from textual.color import Color
 from textual_plotext import PlotextPlot
 
+from engine.lifecycle import LIVE_STAGES
 from esper_tui.state import RunState
 
 Series = tuple[str, tuple[int, ...], tuple[float, ...]]
@@ -23,7 +24,6 @@ LONGEST = 60  # at most this many, however early the oldest live seed germinated
 # One marker per line, in order, so lines differ without colour: braille, dots, then plain letters.
 MARKERS = ("braille", "dot", "x", "+", "o", "*")
 MARKER_CHARS = {"braille": "⢕", "dot": "•"}  # how the legend shows a marker (plotext's own glyphs)
-LIVE_STAGES = ("GERMINATED", "TRAINING", "BLENDING", "SHADOWING", "PROBATIONARY")  # a seed, not yet decided
 
 
 def germinated_at(state: RunState, slot: str) -> int | None:

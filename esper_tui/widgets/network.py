@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from textual.content import Content
 from textual.widgets import Static
 
-from engine.lifecycle import LIVE_STAGES
+from engine.lifecycle import LIVE_STAGES, Stage
 from esper_tui.format import DASH, STAGES, alpha_bar, fmt_fixed, fmt_int
 from esper_tui.state import CRASHED, FINISHED, PAUSED, STOPPED, RunState, SlotView
 
 ETA_EPOCHS = 10  # recent epochs whose mean time predicts the rest
-LIVE_SEED = frozenset(str(stage) for stage in LIVE_STAGES)  # a seed exists and is not part of the host yet
 HEADINGS = ("slot", "stage", "blueprint", "seed", "params", "alpha", "in stage")
 SLOT_WIDTH = 14  # a longer slot name (from the log) is cut with "…", so rows stay one line at 80 columns
 PROGRESS_BAR = 20
@@ -50,8 +49,8 @@ class Params:
 
 def params_of(state: RunState) -> Params:
     """The parameter counts of the run as last reported (seed counts from the slots' reports)."""
-    fossilized = sum(v.params for v in state.slots.values() if v.stage == "FOSSILIZED")
-    live = sum(v.params for v in state.slots.values() if v.stage in LIVE_SEED)
+    fossilized = sum(v.report.params for v in state.slots.values() if v.stage is Stage.FOSSILIZED)
+    live = sum(v.report.params for v in state.slots.values() if v.stage in LIVE_STAGES)
     gates = state.config.get("lifecycle", {}).get("gates", {}) if isinstance(state.config, dict) else {}
     fraction = gates.get("param_budget_fraction") if isinstance(gates, dict) else None
     return Params(state.host_params, fossilized, live, float(fraction) if isinstance(fraction, (int, float)) else None)
@@ -92,15 +91,15 @@ def slot_rows(slots: Iterable[SlotView]) -> list[tuple[str, ...]]:
     """One row per slot, in host order: slot, stage, blueprint, seed, params, alpha, epochs in stage."""
     rows = []
     for v in slots:
-        empty = v.stage not in LIVE_SEED and v.stage != "FOSSILIZED"
+        empty = v.stage not in LIVE_STAGES and v.stage is not Stage.FOSSILIZED
         rows.append((
             _cut(v.slot, SLOT_WIDTH),
-            v.stage,
-            DASH if empty else (v.blueprint or DASH),
-            DASH if empty else (v.seed_id or DASH),
-            DASH if empty else fmt_int(v.params),
-            DASH if empty else fmt_fixed(v.alpha),
-            str(v.epochs_in_stage),
+            str(v.stage),
+            DASH if empty else (v.report.blueprint or DASH),
+            DASH if empty else (v.report.seed_id or DASH),
+            DASH if empty else fmt_int(v.report.params),
+            DASH if empty else fmt_fixed(v.report.alpha),
+            str(v.report.epochs_in_stage),
         ))
     return rows
 
@@ -193,7 +192,7 @@ def network_lines(state: RunState) -> list[list[Piece]]:
         [f"{topology} host, {len(slots)} slot{'' if len(slots) == 1 else 's'} in host order (input to output)"],
         *_table(slot_rows(slots)),
     ]
-    fossils = [f"{v.slot} ({v.blueprint or DASH})" for v in slots if v.stage == "FOSSILIZED"]
+    fossils = [f"{v.slot} ({v.report.blueprint or DASH})" for v in slots if v.stage is Stage.FOSSILIZED]
     lines.append([f"fossilized into the host: {', '.join(fossils) if fossils else 'none yet'}"])
     lines += _params_lines(params_of(state))
     lines += _progress_lines(state)

@@ -49,22 +49,22 @@ def ratio_label(ratio: float | None, threshold: float | None) -> tuple[str, bool
 
 
 def card_lines(view: SlotView, autopilot: bool | None = None) -> CardLines:
-    ratio, below = ratio_label(view.grad_ratio, view.grad_ratio_threshold)
-    blueprint = view.blueprint or "(empty)"
+    ratio, below = ratio_label(view.report.grad_ratio, view.report.grad_ratio_threshold)
+    blueprint = view.report.blueprint or "(empty)"
     if view.forced:
         blueprint += "  FORCED"
-    cf = fmt_credit(view.counterfactual, view.credit_low, view.credit_high)
-    if view.counterfactual is not None and view.credit_method:
-        cf += f" {view.credit_method}"  # how it was measured: a twin's credit and an ablation's differ
+    cf = fmt_credit(view.report.counterfactual, view.report.credit_low, view.report.credit_high)
+    if view.report.counterfactual is not None and view.report.credit_method:
+        cf += f" {view.report.credit_method}"  # how it was measured: a twin's credit and an ablation's differ
     return CardLines(
         badge=stage_badge(view.stage),
         blueprint=blueprint,
-        alpha=f"alpha {fmt_fixed(view.alpha)} {alpha_bar(view.alpha, ALPHA_BAR_WIDTH)}",
+        alpha=f"alpha {fmt_fixed(view.report.alpha)} {alpha_bar(view.report.alpha, ALPHA_BAR_WIDTH)}",
         ratio=ratio,
         ratio_below=below,
         # credit first: it survives truncation
-        detail=f"{cf}  {view.epochs_in_stage} epoch{'' if view.epochs_in_stage == 1 else 's'} in stage",
-        params=f"{fmt_int(view.params)} params" if view.params else "",
+        detail=f"{cf}  {view.report.epochs_in_stage} epoch{'' if view.report.epochs_in_stage == 1 else 's'} in stage",
+        params=f"{fmt_int(view.report.params)} params" if view.report.params else "",
         next=next_step(view, autopilot),
     )
 
@@ -137,8 +137,8 @@ class SlotCard(Widget):
                 widget.add_class(new_class)
             self._stage_class = new_class
         self.set_class(view.forced, "-forced")
-        self.set_class(view.counterfactual is not None, "-credited")
-        self._spark.update(view.ratio_history, view.grad_ratio_threshold)
+        self.set_class(view.report.counterfactual is not None, "-credited")
+        self._spark.update(view.ratio_history, view.report.grad_ratio_threshold)
         lines = card_lines(view, state.autopilot)
         if lines == self._lines:
             return

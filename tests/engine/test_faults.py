@@ -47,7 +47,7 @@ class LogMirror:
 
     def _folded(self, sid: str) -> tuple[str, str | None]:
         view = self.state.slots.get(sid)
-        return (view.stage, view.blueprint) if view else ("DORMANT", None)
+        return (view.stage, view.report.blueprint) if view else ("DORMANT", None)
 
     def write(self, event) -> None:
         if event.kind == "run_started" and event.resumed_after_seq is not None and self.run_dir is not None:
@@ -66,8 +66,8 @@ class LogMirror:
                                        f"{self._folded(sid)} in the log")
         apply(self.state, event)
         for sid, slot in live.items():
-            if abs(self.state.slots[sid].alpha - slot.alpha) > 1e-9:
-                self.mismatches.append(f"epoch {event.epoch}: {sid} alpha {slot.alpha} vs {self.state.slots[sid].alpha}")
+            if abs(self.state.slots[sid].report.alpha - slot.alpha) > 1e-9:
+                self.mismatches.append(f"epoch {event.epoch}: {sid} alpha {slot.alpha} vs {self.state.slots[sid].report.alpha}")
         self.epochs_checked += bool(live)
 
     def flush(self, fsync: bool = False) -> None:

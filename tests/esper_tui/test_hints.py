@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from engine.gates import GateCheck
+from engine.lifecycle import Stage
+from engine.telemetry.events import SlotReport
 from esper_tui.hints import autopilot_line, next_step
 from esper_tui.state import GateView, RunState, SlotView
 
 
+def slot(stage: Stage = Stage.DORMANT, **report) -> SlotView:
+    return SlotView(SlotReport(slot="block1", stage=stage, **report))
+
+
 def blending(alpha: float, history: list[tuple[int, float]], passed: bool = False) -> SlotView:
-    view = SlotView("block1", stage="BLENDING", blueprint="conv_light", alpha=alpha)
+    view = slot(Stage.BLENDING, blueprint="conv_light", alpha=alpha)
     view.alpha_history.extend(history)
     checks = [GateCheck(name="stage", value="BLENDING", threshold="BLENDING", passed=True),
               GateCheck(name="alpha", value=alpha, threshold=0.99, passed=passed, op=">="),
               GateCheck(name="epochs_in_stage", value=2, threshold=3, passed=passed, op=">=")]
-    view.gate = GateView("G3", "SHADOWING", passed, False, checks, 7)
+    view.gate = GateView("G3", Stage.SHADOWING, passed, False, checks, 7)
     return view
 
 
@@ -24,23 +30,24 @@ def test_a_failing_gate_says_what_is_missing_and_about_when():
 
 
 def test_a_passed_gate_with_the_autopilot_off_says_which_key_moves_it():
-    view = SlotView("block1", stage="PROBATIONARY", blueprint="conv_light", alpha=1.0)
-    view.gate = GateView("G5", "FOSSILIZED", True, False, [], 30)
+    view = slot(Stage.PROBATIONARY, blueprint="conv_light", alpha=1.0)
+    view.gate = GateView("G5", Stage.FOSSILIZED, True, False, [], 30)
     assert next_step(view, autopilot=False) == "G5 passed: f fossilizes it (autopilot off)"
     assert next_step(view, autopilot=True) == "G5 passed: the autopilot moves it on"
-    view.stage, view.gate = "SHADOWING", GateView("G4", "PROBATIONARY", True, False, [], 30)
+    view.moved(stage=Stage.SHADOWING)
+    view.gate = GateView("G4", Stage.PROBATIONARY, True, False, [], 30)
     assert next_step(view, autopilot=False) == "G4 passed: a advances it (autopilot off)"
 
 
 def test_a_verdict_from_before_the_last_move_is_not_shown_as_the_next_gate():
     view = blending(1.0, [], passed=True)
-    view.stage = "SHADOWING"  # the G3 that moved it is history; G4 comes at the epoch's end
+    view.moved(stage=Stage.SHADOWING)  # the G3 that moved it is history; G4 comes at the epoch's end
     assert next_step(view, autopilot=True) == "G4 is checked at the end of the epoch"
 
 
 def test_slots_without_a_live_seed_have_no_next_step():
-    assert next_step(SlotView("block0"), autopilot=True) == ""
-    assert next_step(SlotView("block0", stage="FOSSILIZED"), autopilot=True) == "part of the host"
+    assert next_step(slot(), autopilot=True) == ""
+    assert next_step(slot(Stage.FOSSILIZED), autopilot=True) == "part of the host"
 
 
 def test_the_autopilot_line_says_off_waiting_or_on():

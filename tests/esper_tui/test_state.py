@@ -67,7 +67,7 @@ def test_unmeasured_values_stay_missing_not_zero():
     apply(state, EpochCompleted(seq=2, time=1, epoch=1, step=5, train_loss=None, train_accuracy=None, val_loss=1.0,
                                 val_accuracy=50.0, slots=(SlotReport(slot="block1", stage="TRAINING", blueprint="norm"),)))
     view = state.slots["block1"]
-    assert view.grad_ratio is None and view.counterfactual is None
+    assert view.report.grad_ratio is None and view.report.counterfactual is None
     assert list(view.ratio_history) == [None]
     assert state.history[-1].train_loss is None
 
@@ -87,10 +87,10 @@ def test_stage_change_resets_alpha_and_clears_a_dormant_slot():
     state = RunState()
     apply(state, StageChanged(seq=1, time=0, epoch=3, step=9, slot="block1", seed_id="block1#1", blueprint="norm",
                               from_stage="PROBATIONARY", to_stage="CULLED", cause="timeout", forced=False, reason="r"))
-    assert state.slots["block1"].stage == "CULLED" and state.slots["block1"].alpha == 0.0
+    assert state.slots["block1"].stage == "CULLED" and state.slots["block1"].report.alpha == 0.0
     apply(state, StageChanged(seq=2, time=0, epoch=4, step=9, slot="block1", seed_id="block1#1", blueprint="norm",
                               from_stage="EMBARGOED", to_stage="DORMANT", cause="embargo", forced=False, reason="over"))
-    assert state.slots["block1"].blueprint is None
+    assert state.slots["block1"].report.blueprint is None
 
 
 def test_histories_are_bounded_for_long_runs():
