@@ -68,6 +68,7 @@ class DashboardScreen(Screen[None]):
         self._status: Status | None = None
         self._plotted_at = float("-inf")
         self._plot_pending = False
+        self._pending_shown: str | None = None  # what the event log's border says is on its way
         self._plotted_for: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -124,7 +125,10 @@ class DashboardScreen(Screen[None]):
         events = self.query_one(EventLog)
         events.show(state, self.selected)
         # The answer will appear in this log: what is on its way to the engine is said on its border.
-        events.border_subtitle = pending_line(self.controls.pending)
+        pending = pending_line(self.controls.pending)
+        if pending != self._pending_shown:  # setting a border title repaints the whole panel, even unchanged
+            self._pending_shown = pending
+            events.border_subtitle = pending
         if self.network_shown:
             self.query_one(NetworkView).show(state)
             return

@@ -9,7 +9,7 @@ from esper_tui.widgets.gate_panel import GatePanel
 from esper_tui.widgets.header import RunHeader
 from esper_tui.widgets.metrics_plot import MetricsPlot
 from esper_tui.widgets.network import NetworkView
-from esper_tui.widgets.ratio_sparkline import RatioSparkline
+from esper_tui.widgets.ratio_sparkline import RatioLine
 from esper_tui.widgets.slot_card import SlotCard
 
-__all__ = ["AlphaPlot", "EventLog", "GatePanel", "MetricsPlot", "NetworkView", "RatioSparkline", "RunHeader", "SlotCard"]
+__all__ = ["AlphaPlot", "EventLog", "GatePanel", "MetricsPlot", "NetworkView", "RatioLine", "RunHeader", "SlotCard"]

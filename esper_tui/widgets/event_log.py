@@ -263,7 +263,9 @@ class LogLines(ScrollView, can_focus=False):
             return Strip.blank(width, self.rich_style)
         row = bisect_right(self._starts, index) - 1
         strip = self._wrapped[row][index - self._starts[row]]
-        return strip.crop_extend(0, width, self.rich_style).apply_style(self.rich_style)
+        if strip.cell_length != width:  # wrapped for another width (a resize is on its way): fit it
+            strip = strip.crop_extend(0, width, self.rich_style)
+        return strip
 
     def _width(self) -> int:
         return self.scrollable_content_region.width
@@ -274,7 +276,10 @@ class LogLines(ScrollView, can_focus=False):
             return []  # not laid out yet: wrapped on the first resize
         console = self.app.console
         lines = Segment.split_lines(console.render(text, console.options.update_width(width)))
-        return Strip.from_lines(list(lines)) or [Strip.blank(width)]
+        # Fitted to the width and on the panel's style once, here: a frame only picks the strips.
+        style = self.rich_style
+        return [strip.crop_extend(0, width, style).apply_style(style) for strip in Strip.from_lines(list(lines))] \
+            or [Strip.blank(width, style)]
 
     def _restart(self) -> None:
         self._starts, self._height = [], 0
@@ -293,7 +298,14 @@ class LogLines(ScrollView, can_focus=False):
             self._follow = True  # back at the end: follow again
 
     def _resized(self, following: bool) -> None:
-        self.virtual_size = Size(self._wrap_width, self._height)
+        size = Size(self._wrap_width, self._height)
+        if size != self.virtual_size:
+            # The scrollbars never come or go (overflow-y: scroll, overflow-x: hidden), so a longer log
+            # moves nothing around it: set the size without the whole-screen relayout the reactive
+            # `virtual_size` asks for (one per new line was the dashboard's largest cost at 4 Hz), and
+            # update the scrollbar's range here, as a ScrollView's own resize does.
+            self.set_reactive(LogLines.virtual_size, size)
+            self._scroll_update(size)
         if following:
             self.scroll_end(animate=False, immediate=False, x_axis=False)
         self.refresh()

@@ -78,19 +78,30 @@ def _wrap(text: str, width: int) -> list[str]:
     return [*lines, line]
 
 
+def wrap_lines(text: str, width: int) -> str:
+    """`text` with each of its lines wrapped at `width` (words kept whole), so the widget showing it
+    never wraps it again and its height is its count of lines."""
+    return "\n".join(wrapped for line in text.split("\n") for wrapped in _wrap(line, max(10, width)))
+
+
+def _lines(text: object) -> int:
+    return str(text).count("\n") + 1
+
+
 class GatePanel(Widget):
     """The selected slot's last gate: title line, then one row per check (scrolls when narrow)."""
 
     DEFAULT_CSS = """
     GatePanel { height: 1fr; }
-    GatePanel .gate-title { height: auto; }
+    GatePanel .gate-title { width: 1fr; height: auto; }
     GatePanel ScrollableContainer { height: 1fr; }
-    GatePanel .gate-checks { width: auto; height: auto; }
+    GatePanel .gate-checks { width: 1fr; height: auto; }
     """
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.border_title = "gate"
+        self._border_text = "gate"
         self._key: tuple[object, ...] | None = None
         self._title_text = ""
         self._rows: list[tuple[str, str]] = []
@@ -123,7 +134,10 @@ class GatePanel(Widget):
             return
         self._key = key
         # Content, not str: a str title is read as markup, and the slot's name is the log's.
-        self.border_title = Content(f"gate: {selected}" if view is not None else "gate")
+        title = f"gate: {selected}" if view is not None else "gate"
+        if title != self._border_text:  # setting a border title repaints the whole panel, even unchanged
+            self._border_text = title
+            self.border_title = Content(title)
         self._title_text = NO_SLOT if view is None else gate_title(gate)
         if hint:  # what the seed still needs, whole (a card at 80 columns has room for its start only)
             self._title_text += f"\nnext: {hint}"
@@ -132,15 +146,22 @@ class GatePanel(Widget):
         self.set_class(gate is not None and gate.passed, "-passed")
         self.set_class(gate is not None and not gate.passed, "-failed")
         self.set_class(gate is not None and gate.forced, "-forced")
-        self._title.update(self._title_text)
-        self._draw_checks()
+        self._draw()
 
-    def _draw_checks(self) -> None:
-        if self._checks is not None:
-            self._checks.update(table_content(self._rows, self.content_region.width or 1000))
+    def _draw(self) -> None:
+        # Both parts come wrapped to the panel's width, so their heights are their counts of lines: a
+        # new verdict mostly changes numbers in place and reflows the screen only when a count
+        # changes (a screen relayout per epoch was a large part of a frame's cost at 4 Hz).
+        if self._title is None or self._checks is None:
+            return
+        width = self.content_region.width or 1000
+        title = wrap_lines(self._title_text, width)
+        self._title.update(title, layout=_lines(title) != _lines(self._title.content))
+        content = table_content(self._rows, width)
+        self._checks.update(content, layout=_lines(content) != _lines(self._checks.content))
 
     def on_resize(self) -> None:
-        self._draw_checks()
+        self._draw()
 
     @property
     def text(self) -> str:

@@ -10,16 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal
 from textual.content import Content
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
-from esper_tui.format import DASH, alpha_bar, fmt_credit, fmt_fixed, fmt_int, fmt_num, stage_badge, stage_class
+from esper_tui.format import (
+    DASH,
+    UNKNOWN_STAGE_CLASS,
+    alpha_bar,
+    fmt_credit,
+    fmt_fixed,
+    fmt_int,
+    fmt_num,
+    stage_badge,
+    stage_class,
+)
 from esper_tui.hints import next_step
 from esper_tui.state import RunState, SlotView
-from esper_tui.widgets.ratio_sparkline import RatioSparkline
+from esper_tui.widgets.ratio_sparkline import RatioLine
 
 ALPHA_BAR_WIDTH = 10
 
@@ -69,15 +78,24 @@ def card_lines(view: SlotView, autopilot: bool | None = None) -> CardLines:
     )
 
 
+def head_content(lines: CardLines, stage: str, forced: bool) -> Content:
+    """The card's first line: the stage badge on its stage colour, then the blueprint (bold in the
+    warning colour when the last move was forced)."""
+    badge_style = f"bold $background on $stage-{stage.lower()}" if stage_class(stage) != UNKNOWN_STAGE_CLASS else "bold"
+    return Content.assemble((lines.badge, badge_style), " ", (lines.blueprint, "bold $warning" if forced else ""))
+
+
 class SlotCard(Widget):
-    """The card of slot `slot`. Click it to select it (posts `SlotCard.Selected`)."""
+    """The card of slot `slot`. Click it to select it (posts `SlotCard.Selected`).
+
+    Every line is one fixed-height, full-width widget whose text changes in place: a new value never
+    moves anything, so an update repaints the card's lines and never reflows the screen (a screen
+    relayout per changed line was most of a frame's cost at 4 Hz).
+    """
 
     DEFAULT_CSS = """
     SlotCard { height: auto; width: 1fr; }
-    SlotCard .card-line { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
-    SlotCard .card-head { height: 1; }
-    SlotCard .badge { width: auto; margin-right: 1; }
-    SlotCard .ratio-label { width: auto; margin-right: 1; }
+    SlotCard .card-line { height: 1; width: 1fr; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     class Selected(Message):
@@ -95,25 +113,19 @@ class SlotCard(Widget):
         self._stage_class: str | None = None
         self._lines: CardLines | None = None
         self._pending: tuple[RunState, str | None] | None = None
-        self._badge: Static | None = None
+        self._head: Static | None = None
 
     def compose(self) -> ComposeResult:
-        with Horizontal(classes="card-head"):
-            yield Static("", classes="badge", markup=False)
-            yield Static("", classes="card-line blueprint", markup=False)
+        yield Static("", classes="card-line card-head", markup=False)
         yield Static("", classes="card-line card-alpha", markup=False)
-        with Horizontal(classes="card-head card-ratio"):
-            yield Static("", classes="ratio-label", markup=False)
-            yield RatioSparkline(classes="sparkline")
+        yield RatioLine(classes="card-line card-ratio")
         yield Static("", classes="card-line card-detail", markup=False)
         yield Static("", classes="card-line card-next", markup=False)
 
     def on_mount(self) -> None:
-        self._badge = self.query_one(".badge", Static)
-        self._blueprint = self.query_one(".blueprint", Static)
+        self._head = self.query_one(".card-head", Static)
         self._alpha = self.query_one(".card-alpha", Static)
-        self._ratio = self.query_one(".ratio-label", Static)
-        self._spark = self.query_one(RatioSparkline)
+        self._ratio = self.query_one(RatioLine)
         self._detail = self.query_one(".card-detail", Static)
         self._next = self.query_one(".card-next", Static)
         if self._pending is not None:
@@ -122,52 +134,47 @@ class SlotCard(Widget):
     def show(self, state: RunState, selected: str | None = None) -> None:
         """Redraw from the state; `selected` is the slot the operator picked."""
         self.set_class(selected == self.slot, "-selected")
-        if self._badge is None:  # not composed yet (just mounted): draw on mount
+        if self._head is None:  # not composed yet (just mounted): draw on mount
             self._pending = (state, selected)
             return
         self._pending = None
         view = state.slots.get(self.slot)
         if view is None:
             return
-        new_class = stage_class(view.stage)
+        stage = str(view.stage)
+        new_class = stage_class(stage)
         if new_class != self._stage_class:
-            for widget in (self, self._badge):
-                if self._stage_class:
-                    widget.remove_class(self._stage_class)
-                widget.add_class(new_class)
+            if self._stage_class:
+                self.remove_class(self._stage_class)
+            self.add_class(new_class)
             self._stage_class = new_class
         self.set_class(view.forced, "-forced")
         self.set_class(view.report.counterfactual is not None, "-credited")
-        self._spark.update(view.ratio_history, view.report.grad_ratio_threshold)
         lines = card_lines(view, state.autopilot)
+        self._ratio.update(lines.ratio, lines.ratio_below, view.ratio_history, view.report.grad_ratio_threshold)
         if lines == self._lines:
             return
         old, self._lines = self._lines, lines
-        # Each is one line. The fixed-width lines never move anything; only the two sized to their
-        # text (badge, ratio label) need a reflow when their length changes (a full-screen relayout
-        # per changed card line was most of a frame's cost).
-        for widget, name, sized in ((self._badge, "badge", True), (self._blueprint, "blueprint", False),
-                                    (self._alpha, "alpha", False), (self._ratio, "ratio", True),
-                                    (self._detail, "detail", False), (self._next, "next", False)):
+        if old is None or (old.badge, old.blueprint) != (lines.badge, lines.blueprint):  # the badge names the stage
+            self._head.update(head_content(lines, stage, view.forced), layout=False)
+        for widget, name in ((self._alpha, "alpha"), (self._detail, "detail"), (self._next, "next")):
             text = getattr(lines, name)
-            before = None if old is None else getattr(old, name)
-            if text != before:
-                widget.update(text, layout=before is None or (sized and len(str(text)) != len(str(before))))
-        self._ratio.set_class(lines.ratio_below, "-below")
-        self.border_subtitle = lines.params
+            if old is None or text != getattr(old, name):
+                widget.update(text, layout=False)
+        if old is None or old.params != lines.params:
+            self.border_subtitle = lines.params
 
     @property
     def text(self) -> str:
         """What the card says, line by line (for tests and screen readers of the log)."""
         if self._lines is None:
             return self.slot
-        spark = self._spark.text
         lines = self._lines
         return "\n".join([
             self.slot,
             f"{lines.badge} {lines.blueprint}",
             lines.alpha,
-            f"{lines.ratio} {spark}".rstrip(),
+            self._ratio.text,
             lines.detail,
             lines.next,
             lines.params,

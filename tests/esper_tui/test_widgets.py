@@ -14,6 +14,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.color import Color
 from textual.widget import Widget
+from textual.widgets import Static
 
 from engine.gates import CreditReport, GateCheck
 from engine.telemetry.events import (
@@ -44,7 +45,7 @@ from esper_tui.widgets.event_log import (
 from esper_tui.widgets.metrics_plot import metric_series, metric_title
 from esper_tui.widgets.gate_panel import check_rows, gate_title, table_content
 from esper_tui.widgets.header import header_text, metrics_line
-from esper_tui.widgets.ratio_sparkline import sparkline_content
+from esper_tui.widgets.ratio_sparkline import RatioLine, sparkline_content
 from themes import PALETTES, STYLESHEETS, THEME_NAMES, THEMES, VARIABLE_DEFAULTS, next_theme
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,9 +270,12 @@ async def test_slot_card_reads_without_colour():
         assert "r 0.031 (< 0.05)" in one.text  # below threshold, said in words as well
         assert "3 epochs in stage" in one.text and "cf —" in one.text
         assert "1,234 params" in one.text and "alpha 0.00" in one.text
-        assert one.has_class("stage-TRAINING") and one.query_one(".badge").has_class("stage-TRAINING")
-        assert one.has_class("-selected") and not two.has_class("-selected")
-        assert one.query_one(".ratio-label").has_class("-below")
+        assert one.has_class("stage-TRAINING") and one.has_class("-selected") and not two.has_class("-selected")
+        # colour repeats the words: the badge on its stage's colour, a ratio below threshold in the error colour
+        head = one.query_one(".card-head", Static).render()
+        assert spans_of(head)["[TRAINING]"] == "bold $background on $stage-training"
+        assert spans_of(one.query_one(RatioLine).render())["r 0.031 (< 0.05)"] == "bold $error"
+        assert "r —" not in spans_of(two.query_one(RatioLine).render())  # unmeasured: plain
         assert "[DORMANT] (empty)" in two.text and "r — (unmeasured)" in two.text
         text = screen_text(app)
         assert "[TRAINING]" in text and "[DORMANT]" in text and "r — (unmeasured)" in text
@@ -293,6 +297,7 @@ async def test_slot_card_follows_stage_changes_and_forced_marker():
         assert "[BLENDING]" in card.text and "FORCED" in card.text
         assert card.has_class("stage-BLENDING") and not card.has_class("stage-TRAINING")
         assert card.has_class("-forced") and not card.has_class("-selected")
+        assert spans_of(card.query_one(".card-head", Static).render())["conv_light  FORCED"] == "bold $warning"
 
 
 @pytest.mark.asyncio
@@ -317,6 +322,11 @@ async def test_clicking_a_card_posts_selected():
         await pilot.click(SlotCard)
         await pilot.pause()
         assert app.selected == ["block2"]
+
+
+def spans_of(content) -> dict[str, str]:
+    """Each styled stretch of a Content: its text → its style."""
+    return {content.plain[span.start:span.end]: str(span.style) for span in content.spans}
 
 
 def test_sparkline_content_styles_below_threshold_as_error():
