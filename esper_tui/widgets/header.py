@@ -48,7 +48,6 @@ def as_status(status: Status | str) -> Status:
 def header_parts(state: RunState, status: Status | str) -> list[Part]:
     """Everything the header can say, in reading order, each with its priority and style."""
     epoch = f"epoch {state.epoch}" + (f"/{state.planned_epochs}" if state.planned_epochs else "")
-    autopilot = DASH if state.autopilot is None else ("on" if state.autopilot else "off")
     parts: list[Part] = [
         (0, "esper", "bold"),
         (1, f"run {state.run_id or DASH}", ""),
@@ -56,8 +55,7 @@ def header_parts(state: RunState, status: Status | str) -> list[Part]:
         (0, epoch, ""),
         (0, str(status), STATUS_STYLES.get(as_status(status).word, "bold")),
         (2, f"{fmt_int(state.samples_per_s)} samples/s", ""),
-        (2, f"autopilot {autopilot}", ""),
-    ]
+    ]  # the autopilot has the third line to itself (`hints.autopilot_line`): not said twice
     isolation = isolation_label(state.isolation)
     if isolation:
         parts.append((4, isolation, ""))
