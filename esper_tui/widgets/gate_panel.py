@@ -94,7 +94,7 @@ class GatePanel(Widget):
     DEFAULT_CSS = """
     GatePanel { height: 1fr; }
     GatePanel .gate-title { width: 1fr; height: auto; }
-    GatePanel ScrollableContainer { height: 1fr; }
+    GatePanel ScrollableContainer { height: 1fr; scrollbar-gutter: stable; }
     GatePanel .gate-checks { width: 1fr; height: auto; }
     """
 
@@ -157,7 +157,10 @@ class GatePanel(Widget):
         width = self.content_region.width or 1000
         title = wrap_lines(self._title_text, width)
         self._title.update(title, layout=_lines(title) != _lines(self._title.content))
-        content = table_content(self._rows, width)
+        # The checks scroll: wrapped to the room beside the scrollbar's gutter, kept even when no
+        # scrollbar is shown, so the width never depends on the height.
+        room = self._checks.parent.scrollable_content_region.width if self._checks.parent else 0
+        content = table_content(self._rows, room or max(1, width - 2))
         self._checks.update(content, layout=_lines(content) != _lines(self._checks.content))
 
     def on_resize(self) -> None:

@@ -410,6 +410,34 @@ async def test_gate_panel_shows_the_selected_slot():
         assert "no slot selected" in panel.text
 
 
+class NarrowPanelApp(WidgetApp):
+    CSS = "GatePanel { width: 32; height: 12; }"  # as at 80x24: more checks than rows, so they scroll
+
+
+@pytest.mark.asyncio
+async def test_a_narrow_gate_panel_wraps_each_check_once_between_words():
+    state = make_state()
+    checks = tuple(GateCheck(name=name, value=0.031, threshold=0.05, passed=False, op=">=")
+                   for name in ("grad_ratio", "epochs_in_stage", "alpha", "grad_ratio", "alpha"))
+    apply(state, GateEvaluated(**base(60, 5), slot="block1", gate="G2", target="BLENDING", passed=False,
+                               checks=checks))
+    panel = GatePanel()
+    app = NarrowPanelApp(panel)
+    async with app.run_test(size=(40, 14)) as pilot:
+        panel.show(state, "block1")
+        await pilot.pause()
+        rows = screen_text(app).splitlines()[1:11]
+        start = next(i for i, line in enumerate(rows) if line[2:].startswith("FAIL "))
+        shown = [line[2:28].rstrip() for line in rows[start:]]
+        # 32 columns: 2 of border, 2 of padding, 2 of scrollbar gutter leave 26 for the table. What
+        # is shown is the panel's own wrapping, line for line, never wrapped again beside the
+        # scrollbar (which left a lone "≥" with its number pushed under it).
+        wrapped = table_content(check_rows(state.slots["block1"].gate), 26).plain.splitlines()
+        assert len(wrapped) > len(shown)  # the checks scroll
+        assert shown == [line.rstrip() for line in wrapped[:len(shown)]]
+        assert shown[:2] == ["FAIL needs gradient ratio", "     ≥ 0.05 (now 0.031)"]
+
+
 @pytest.mark.asyncio
 async def test_gate_panel_marks_a_forced_gate():
     state = make_state()
