@@ -1,20 +1,20 @@
-"""The heuristic controller (autopilot): decide(view) → actions, each with a reason. Torch-free.
+"""The heuristic controller (autopilot): decide(view) → decisions, each with a reason. Torch-free.
 
-It only proposes; the trainer applies each action through the slot's gates and logs it. It keeps a
-little state of its own (blueprint rotation, last germination) that checkpoints carry.
+It only proposes: each `engine.decisions.Decision` is applied by the trainer through
+`apply_decision` (gates, lifecycle table, log), like every other structural change. It keeps a little
+state of its own (blueprint rotation, last germination) that checkpoints carry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.decisions import Decision
 from engine.gates import GateResult
 from engine.lifecycle import Stage
 
-Action = Literal["germinate", "advance", "fossilize", "cull"]
 # Stages in which a seed is still being brought up; the controller grows one seed at a time.
 EARLY_STAGES = frozenset({Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING})
 
@@ -68,14 +68,6 @@ class ControllerView:
     planned_epochs: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    action: Action
-    slot: str
-    blueprint: str | None
-    reason: str
-
-
 @dataclass(slots=True)
 class Controller:
     """Stateful only in what it must remember between epochs; everything else comes in the view."""
@@ -110,17 +102,19 @@ class Controller:
         if s.stage not in (Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.SHADOWING, Stage.PROBATIONARY):
             return None
         if s.gate is not None and s.gate.passed:
-            # Fossilize exactly when G5 passes: the rule and the gate are one and the same.
-            action: Action = "fossilize" if s.gate.target is Stage.FOSSILIZED else "advance"
-            return Decision(action, s.slot, s.blueprint, f"{s.gate.gate} passed")
+            # Fossilize exactly when G5 passes: the rule and the gate are one and the same. The move is
+            # the gate's doing (cause "gate"); the autopilot only chose to take it.
+            why = f"{s.gate.gate} passed"
+            if s.gate.target is Stage.FOSSILIZED:
+                return Decision.fossilize(s.slot, "gate", why)
+            return Decision.advance(s.slot, "gate", why)
         c = self.config
         if s.epochs_in_stage >= c.cull_after_epochs and s.accuracy_at_stage_start is not None and view.val_accuracies:
             drop = s.accuracy_at_stage_start - view.val_accuracies[-1]
             if drop > c.cull_drop_points:
-                return Decision(
-                    "cull",
+                return Decision.cull(
                     s.slot,
-                    s.blueprint,
+                    "autopilot",
                     f"accuracy fell {drop:.2f} points since entering {s.stage} "
                     f"{s.epochs_in_stage} epochs ago (limit {c.cull_drop_points})",
                 )
@@ -160,7 +154,7 @@ class Controller:
             else:
                 reason = (f"no plateau by epoch {deadline} ({c.first_growth_by:.0%} of {view.planned_epochs} "
                           "planned): growing now so that a seed can finish its trial in time")
-            return Decision("germinate", s.slot, choice, reason)
+            return Decision.germinate(s.slot, choice, "autopilot", reason)
         if not free:
             return "would grow now, but no slot is free"
         return "would grow now, but no blueprint fits a free slot's parameter budget"

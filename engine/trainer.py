@@ -32,6 +32,7 @@ from engine.config import RunConfig
 from engine.control import CommandServer, ControlError
 from engine.controller import Controller, ControllerView, SlotView
 from engine.credit import CreditBook
+from engine.decisions import MOVES, Decision, Outcome, apply_decision
 from engine.gates import GateResult, evaluate
 from engine.governor import LossWatch
 from engine.hosts import CNNHost, TransformerHost
@@ -47,11 +48,6 @@ from engine.telemetry import events as ev
 from engine.telemetry.logwriter import LogWriteError, RunLogWriter
 from engine.telemetry.runlog import last_seq
 from engine.telemetry.sink import Emitter, EventSink, FanOut
-
-# Applied commands that change what a governor rollback restores: the snapshot is retaken after
-# them, so a rollback never undoes an operator's decision (set_lr is re-applied instead).
-_STRUCTURAL_COMMANDS = frozenset({"germinate", "advance", "force_advance", "fossilize", "cull"})
-
 
 class StopRun(Exception):
     """Raised inside the loop when the operator asked to stop; caught by `run`."""
@@ -516,12 +512,13 @@ class Trainer:
             if high is not None and high <= 0:
                 # Early cull only when even the optimistic end of the interval says it does not help.
                 m = slot.metrics
-                self.bank.cull(sid, f"credit ≤ 0 during probation: {m.counterfactual:+.2f} [{m.credit_low:+.2f}, "
-                               f"{high:+.2f}] points ({m.credit_method}), even its upper bound", "timeout")
+                self._decide(Decision.cull(sid, "timeout", f"credit ≤ 0 during probation: {m.counterfactual:+.2f} "
+                                           f"[{m.credit_low:+.2f}, {high:+.2f}] points ({m.credit_method}), "
+                                           "even its upper bound"))
             elif slot.epochs_in_stage >= limit:
                 g5 = evaluate("G5", slot.gate_inputs(), self.config.lifecycle.gates)
                 if not g5.passed:
-                    self.bank.cull(sid, f"probation timed out after {limit} epochs: {g5.reason}", "timeout")
+                    self._decide(Decision.cull(sid, "timeout", f"probation timed out after {limit} epochs: {g5.reason}"))
 
     def _evaluate_gates(self) -> dict[str, GateResult]:
         """Each live seed's next gate, evaluated for the record (and for the autopilot)."""
@@ -559,13 +556,10 @@ class Trainer:
             self._autopilot_said = self.controller.waiting
             self.emit(ev.AutopilotWaiting, reason=self.controller.waiting)
         for d in decisions:
-            self.emit(ev.ControllerDecision, action=d.action, slot=d.slot, blueprint=d.blueprint, reason=d.reason)
-            if d.action == "germinate":
-                self.bank.germinate(d.slot, d.blueprint, "autopilot")
-            elif d.action in ("advance", "fossilize"):
-                self.bank.advance(d.slot, False, "gate")
-            elif d.action == "cull":
-                self.bank.cull(d.slot, d.reason, "autopilot")
+            seed_blueprint = self.host.slots[d.slot].blueprint if d.slot in self.host.slots else None
+            self.emit(ev.ControllerDecision, action=d.action, slot=d.slot, blueprint=d.blueprint or seed_blueprint,
+                      reason=d.reason)
+            self._decide(d)
 
     def _slot_report(self, slot: SeedSlot) -> ev.SlotReport:
         m = slot.metrics
@@ -604,7 +598,7 @@ class Trainer:
         culled = []
         for sid in involved:
             if self.host.slots[sid].stage in LIVE_STAGES:
-                self.bank.cull(sid, f"{trigger} loss while this seed was live", "governor")
+                self._decide(Decision.cull(sid, "governor", f"{trigger} loss while this seed was live"))
                 culled.append(sid)
         self.emit(ev.GovernorRollback, trigger=trigger, loss=loss if math.isfinite(loss) else None,
                   restored_epoch=restored_epoch, seeds_culled=culled)
@@ -660,7 +654,7 @@ class Trainer:
         except Exception as exc:  # a command must never take training down
             verdict = f"internal error while applying it: {type(exc).__name__}: {exc}"
         if verdict is None:
-            if cmd.command in _STRUCTURAL_COMMANDS:
+            if isinstance(cmd, MOVES):
                 self.snapshot = self._capture(copy=True)  # a rollback must not undo the operator
             self.emit(ev.CommandApplied, command_id=cmd.id, command=wire)
         else:
@@ -700,22 +694,14 @@ class Trainer:
         if name == "set_lr":
             self._set_lr(cmd.value)
             return None
-        slot = self.host.slots[cmd.slot] if cmd.slot in self.host.slots else None
-        if slot is None:
-            return f"unknown slot {cmd.slot!r}; this host's slots are {', '.join(self.host.slots)}"
-        if name == "germinate":
-            result = self.bank.germinate(cmd.slot, cmd.blueprint, "operator")
-            return None if result.passed else result.reason
-        if name in ("advance", "force_advance"):
-            result = self.bank.advance(cmd.slot, name == "force_advance", "operator")
-            return None if result.applied else result.reason
-        if name == "fossilize":
-            result = self.bank.fossilize(cmd.slot, False, "operator")
-            return None if result.applied else result.reason
-        if name == "cull":
-            check = self.bank.cull(cmd.slot, cmd.reason, "operator")
-            return None if check.allowed else check.reason
+        if isinstance(cmd, MOVES):
+            outcome = self._decide(Decision.from_operator(cmd))
+            return None if outcome.applied else outcome.reason
         return f"unknown command {name!r}"
+
+    def _decide(self, decision: Decision) -> Outcome:
+        """Apply one structural decision, whoever took it (the one path to the seed bank)."""
+        return apply_decision(self.bank, decision)
 
     # ================================================================== state
     def _capture(self, copy: bool) -> dict[str, Any]:

@@ -322,7 +322,7 @@ class TestManagingSeeds:
         decisions = Controller().decide(view(2, (live("s1", stage, gate=passed_gate(gate, target)),)))
         assert len(decisions) == 1
         d = decisions[0]
-        assert (d.action, d.slot, d.blueprint) == ("advance", "s1", "bp_a")
+        assert (d.action, d.slot, d.cause) == ("advance", "s1", "gate")  # the gate's move, the autopilot's choice
         assert gate in d.reason and "passed" in d.reason
 
     def test_fossilize_exactly_when_passed_gate_targets_fossilized(self):
@@ -391,7 +391,7 @@ class TestCull:
         decisions = self.decide(stage=stage)
         assert len(decisions) == 1
         d = decisions[0]
-        assert (d.action, d.slot, d.blueprint) == ("cull", "s1", "bp_b")
+        assert (d.action, d.slot, d.cause) == ("cull", "s1", "autopilot")
         assert isinstance(d.reason, str)
         assert "2.10" in d.reason  # the drop
         assert "5 epochs" in d.reason  # time in stage
