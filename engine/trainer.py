@@ -27,9 +27,10 @@ import torch
 from torch import nn
 
 from engine import blueprints, checkpoint, objective
-from engine.commands import Command, command_to_wire
+from engine.commands import AutopilotCommand, Command, SetLrCommand, command_to_wire
 from engine.config import RunConfig
 from engine.control import CommandServer, ControlError
+from engine.run_control import RunControl, StopRun
 from engine.controller import Controller, ControllerView, SlotView
 from engine.credit import CreditBook
 from engine.decisions import MOVES, Decision, Outcome, apply_decision
@@ -48,10 +49,6 @@ from engine.telemetry import events as ev
 from engine.telemetry.logwriter import LogWriteError, RunLogWriter
 from engine.telemetry.runlog import last_seq
 from engine.telemetry.sink import Emitter, EventSink, FanOut
-
-class StopRun(Exception):
-    """Raised inside the loop when the operator asked to stop; caught by `run`."""
-
 
 class RunDiverged(RuntimeError):
     """The loss blew up again and again right after rollbacks: stop rather than loop forever."""
@@ -107,19 +104,16 @@ class Trainer:
             raise
         self.emitter = Emitter(FanOut(self.writer, *sinks), start_seq=last_seq(log_path) if resume else 0)
         self.serve_commands = serve_commands
-        self.server: CommandServer | None = None
+        self.control = RunControl(self.emit, lambda: self.emitter.flush(fsync=True), self._apply_command,
+                                  self.config.min_epoch_seconds)
         self.run_id = uuid.uuid4().hex[:12]
         self.epoch = 0
         self.step = 0
-        self.paused = False
-        self.pause_at_epoch: int | None = None  # step_epoch: pause again when this epoch is done
-        self.stop_requested = False
         self.autopilot = self.config.autopilot
         self.val_losses: list[float] = []
         self.val_accuracies: list[float] = []
         self.rollbacks_in_a_row = 0
         self.warned: set[tuple[str | None, str]] = set()
-        self.stop_cause = "operator"
         self._autopilot_said: str | None = None  # the AutopilotWaiting reason last logged
         self.checkpoint_epoch: int | None = int(saved["epoch"]) if saved else None
         self._in_epoch = False
@@ -202,8 +196,8 @@ class Trainer:
             started = True
             return code
         finally:
-            if self.server is not None:
-                self.server.close()
+            if self.control.server is not None:
+                self.control.server.close()
             try:
                 self.writer.close()
             except OSError:
@@ -224,14 +218,12 @@ class Trainer:
             self._start_server()
             self._announce()
             try:
-                while self.epoch < self.config.epochs and not self.stop_requested:
-                    self._safe_point()
-                    if self.stop_requested:
-                        break
+                while self.epoch < self.config.epochs:
+                    self.control.safe_point()
                     self._run_epoch()
             except StopRun:
                 pass
-            status = "stopped" if self.stop_requested else "completed"
+            status = "stopped" if self.control.stop_requested else "completed"
             self._save_checkpoint()
             self.emit(ev.RunFinished, status=status, final=self._final_metrics())
             return 0
@@ -278,8 +270,7 @@ class Trainer:
             return
 
         def on_term(signum: int, frame: object) -> None:
-            self.stop_requested = True
-            self.stop_cause = signal.Signals(signum).name
+            self.control.stop(signal.Signals(signum).name)
 
         def on_hangup(signum: int, frame: object) -> None:
             # The terminal is gone: progress lines would fail (EIO) or block. Send them nowhere and
@@ -327,10 +318,9 @@ class Trainer:
         if not self.serve_commands:
             return
         try:
-            self.server = CommandServer(self.run_dir)
-            self.server.start()
+            self.control.server = CommandServer(self.run_dir).start()
         except (ControlError, OSError) as exc:
-            self.server = None
+            self.control.server = None
             self.emit(ev.WarningEvent, slot=None, code="control_unavailable",
                       message=f"operator commands are off for this run: {exc}")
 
@@ -382,10 +372,7 @@ class Trainer:
             self.emit(ev.WarningEvent, slot=None, code="terminal_hung_up",
                       message=f"the terminal hung up: the run goes on detached, without progress lines; "
                               f"watch it with `esper-tui attach {self.run_dir}`")
-        self._keep_pace(started)
-        if self.pause_at_epoch is not None and self.epoch >= self.pause_at_epoch:
-            self.pause_at_epoch = None
-            self._pause("step_epoch")
+        self.control.epoch_ended(self.epoch, started)
 
     def _train_epoch(self) -> tuple[float | None, float | None, bool, int]:
         """One pass over the training data. Returns (mean loss, accuracy %, healthy, samples)."""
@@ -401,10 +388,8 @@ class Trainer:
         batches = self._batches("train")
         last = self.steps_per_epoch - 1
         for i, (x, y) in enumerate(batches):
-            if self.stop_requested:  # a signal: finish at this step, checkpoint, run_finished
-                raise StopRun
-            if self.server is not None and self.server.has_pending():
-                self._safe_point()
+            if self.control.stop_requested or self.control.has_pending():
+                self.control.safe_point()  # a stop (a signal) ends the run here: checkpoint, run_finished
             loss, batch_correct = self._step(x, y, measure=(self.step % cfg.grad_stats_every == 0 or i == last),
                                              grad_rows=grad_rows)
             losses.append(loss)
@@ -611,93 +596,40 @@ class Trainer:
             )
 
     # ================================================================== commands
-    def _safe_point(self) -> None:
-        """Between optimizer steps: apply queued operator commands; wait here while paused."""
-        if self.server is None:
-            return
-        for command in self.server.drain():
-            self._apply_command(command)
-        while self.paused and not self.stop_requested:
-            if self.server.wait_for_command(0.1):
-                for command in self.server.drain():
-                    self._apply_command(command)
-        if self.stop_requested:
-            raise StopRun
-
     def _set_lr(self, value: float) -> None:
         self.bank.set_lr(value)
         self.credit.set_lr(value)
-
-    def _keep_pace(self, started: float) -> None:
-        """Stretch the epoch to `min_epoch_seconds`, applying operator commands while waiting."""
-        deadline = started + self.config.min_epoch_seconds
-        while self.server is not None and not self.stop_requested:
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                break
-            if self.server.wait_for_command(min(left, 0.1)):
-                self._safe_point()
-        if self.server is None and deadline > time.perf_counter():
-            time.sleep(deadline - time.perf_counter())
-
-    def _pause(self, cause: str) -> None:
-        if not self.paused:
-            self.paused = True
-            self.emitter.flush(fsync=True)
-            self.emit(ev.RunPaused, cause=cause)
 
     def _apply_command(self, cmd: Command) -> None:
         wire = command_to_wire(cmd)
         self.emit(ev.CommandReceived, command_id=cmd.id, command=wire)
         try:
-            verdict = self._execute(cmd)
+            outcome = self._execute(cmd)
         except Exception as exc:  # a command must never take training down
-            verdict = f"internal error while applying it: {type(exc).__name__}: {exc}"
-        if verdict is None:
+            outcome = Outcome.refused(f"internal error while applying it: {type(exc).__name__}: {exc}")
+        if outcome.applied:
             if isinstance(cmd, MOVES):
                 self.snapshot = self._capture(copy=True)  # a rollback must not undo the operator
             self.emit(ev.CommandApplied, command_id=cmd.id, command=wire)
         else:
-            self.emit(ev.CommandRejected, command_id=cmd.id, command=wire, reason=verdict)
+            self.emit(ev.CommandRejected, command_id=cmd.id, command=wire, reason=outcome.reason)
 
-    def _execute(self, cmd: Command) -> str | None:
-        """Apply one command. Returns None when applied, else the reason it was rejected."""
-        name = cmd.command
-        if name == "pause":
-            if self.paused:
-                return "the run is already paused"
-            self._pause("operator")
-            return None
-        if name == "resume":
-            if not self.paused:
-                return "the run is not paused"
-            self.paused = False
-            self.emit(ev.RunResumed, cause="operator")
-            return None
-        if name == "step_epoch":
-            if not self.paused:
-                return "step_epoch works while paused; pause first"
-            self.paused = False
-            # One epoch: the one in progress if paused inside it, else the next. (Paused after an
-            # epoch's end, e.g. while pacing, "after this epoch" would pause again at once.)
-            self.pause_at_epoch = self.epoch if self._in_epoch else self.epoch + 1
-            self.emit(ev.RunResumed, cause="step_epoch")
-            return None
-        if name == "stop":
-            self.stop_requested = True
-            self.stop_cause = "operator"
-            return None
-        if name == "autopilot":
-            self.autopilot = cmd.enabled
-            self._autopilot_said = None  # switched back on: say again what it waits for
-            return None
-        if name == "set_lr":
-            self._set_lr(cmd.value)
-            return None
-        if isinstance(cmd, MOVES):
-            outcome = self._decide(Decision.from_operator(cmd))
-            return None if outcome.applied else outcome.reason
-        return f"unknown command {name!r}"
+    def _execute(self, cmd: Command) -> Outcome:
+        """Apply one operator command: the run's clock (run control), a setting, or a structural move."""
+        run = self.control.execute(cmd, self.epoch, self._in_epoch)
+        if run is not None:
+            return run
+        match cmd:
+            case AutopilotCommand(enabled=enabled):
+                self.autopilot = enabled
+                self._autopilot_said = None  # switched back on: say again what it waits for
+            case SetLrCommand(value=value):
+                self._set_lr(value)
+            case _ if isinstance(cmd, MOVES):
+                return self._decide(Decision.from_operator(cmd))
+            case _:
+                return Outcome.refused(f"unknown command {cmd.command!r}")
+        return Outcome.done()
 
     def _decide(self, decision: Decision) -> Outcome:
         """Apply one structural decision, whoever took it (the one path to the seed bank)."""

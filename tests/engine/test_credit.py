@@ -311,7 +311,7 @@ def test_a_resumed_run_keeps_its_twins_and_logs_the_same_credit(tmp_path):
 
     def epoch_then_stop_at(stop=stop):  # the operator's graceful stop, right after epoch `stop`
         whole_epoch()
-        first.stop_requested = first.stop_requested or first.epoch == stop
+        first.control.stop_requested = first.control.stop_requested or first.epoch == stop
 
     first._run_epoch = epoch_then_stop_at
     first.run()

@@ -123,7 +123,7 @@ def test_a_rollback_keeps_the_operators_decisions_and_the_log_true(tmp_path):
     for sid in ("block1", "block2"):
         assert trainer.bank.germinate(sid, "conv_light", "operator").passed
         assert trainer.bank.advance(sid, False, "operator").passed  # → TRAINING
-    trainer.server = ScriptedServer(trainer, 26, [
+    trainer.control.server = ScriptedServer(trainer, 26, [
         new_command("set_lr", value=0.0005),
         new_command("cull", slot="block2", reason="operator: not needed"),
         new_command("germinate", slot="block0", blueprint="conv_light"),

@@ -185,8 +185,8 @@ def test_step_epoch_trains_exactly_one_epoch_then_pauses(tmp_path, pause_where):
         pause_when = lambda t: t.epoch == 2 and not t._in_epoch  # noqa: E731
     else:
         pause_when = lambda t: t.step == 2 * t.steps_per_epoch + 5  # noqa: E731
-    paused = lambda t: t.paused  # noqa: E731
-    trainer.server = Operator(trainer, [
+    paused = lambda t: t.control.paused  # noqa: E731
+    trainer.control.server = Operator(trainer, [
         (pause_when, new_command("pause")),
         (paused, new_command("step_epoch")),
         (paused, new_command("step_epoch")),
