@@ -1,9 +1,11 @@
 """The epoch loop that ties the engine together and tells the run log everything it does.
 
-Per epoch: train (safe points between optimizer steps drain operator commands), validate,
-counterfactuals, lifecycle clocks, probation timeouts, gates, autopilot, `epoch_completed`,
-checkpoint, governor snapshot. The hot path keeps losses and gradient norms on the device and reads
-them back once every `sync_every` steps (one transfer), never per step or per tensor.
+Per epoch: train (safe points between optimizer steps, where `RunControl` drains operator
+commands), validate, the review of every seed (`EpochReview`: credit, probation timeouts, gates),
+`epoch_completed`, the autopilot, checkpoint, governor snapshot. Every structural change, whoever
+takes it, is a `Decision` applied by `_decide` (`engine.decisions.apply_decision`). The hot path
+keeps losses and gradient norms on the device and reads them back once every `sync_every` steps
+(one transfer), never per step or per tensor.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from engine.run_control import RunControl, StopRun
 from engine.controller import Controller, ControllerView, SlotView
 from engine.credit import CreditBook
 from engine.decisions import MOVES, Decision, Outcome, apply_decision
-from engine.gates import GateResult, evaluate
+from engine.gates import GateResult
 from engine.governor import LossWatch
 from engine.hosts import CNNHost, TransformerHost
 from engine.hosts.base import base_param_count
 from engine.isolation import grad_sq_norms
-from engine.lifecycle import COUNTERFACTUAL_STAGES, LIVE_STAGES, Stage, gate_for, next_stage, probation_limit
+from engine.lifecycle import LIVE_STAGES, Stage
 from engine.objective import Evaluation, task_loss
+from engine.review import EpochReview
 from engine.rundir import LOG_NAME, RunDir, StartError
 from engine.seedbank import SeedBank
 from engine.slot import SeedSlot, TransitionRecord
@@ -113,7 +116,6 @@ class Trainer:
         self.val_losses: list[float] = []
         self.val_accuracies: list[float] = []
         self.rollbacks_in_a_row = 0
-        self.warned: set[tuple[str | None, str]] = set()
         self._autopilot_said: str | None = None  # the AutopilotWaiting reason last logged
         self.checkpoint_epoch: int | None = int(saved["epoch"]) if saved else None
         self._in_epoch = False
@@ -153,6 +155,7 @@ class Trainer:
             amp=self.amp,
             build_host=lambda: build_host(self.task, cfg).to(self.device),
         )
+        self.review = EpochReview(cfg, self.host.slots, self.credit, self.bank, self.emit)
         for sid, blueprint in cfg.fossils.items():
             if sid not in self.host.slots:
                 raise ValueError(f"fossils: unknown slot {sid!r}; this host's slots are {', '.join(self.host.slots)}")
@@ -338,7 +341,7 @@ class Trainer:
         val_loss, val_acc = val.loss, val.accuracy
         self.val_losses.append(val_loss)
         self.val_accuracies.append(val_acc)
-        self._measure_seeds(val, healthy)
+        self.review.measure(val, healthy)
         self.bank.end_epoch()
         elapsed = time.perf_counter() - started
         # What this epoch measured comes first; what is decided because of it follows in the log.
@@ -353,8 +356,9 @@ class Trainer:
             samples_per_s=samples / elapsed if elapsed > 0 else None,
             slots=[self._slot_report(s) for s in self.host.slots.values()],
         )
-        self._probation_timeouts()
-        gates = self._evaluate_gates()
+        for decision in self.review.timeouts():
+            self._decide(decision)
+        gates = self.review.gates()
         if self.autopilot:
             self._autopilot(gates)
         self._in_epoch = False
@@ -467,61 +471,7 @@ class Trainer:
         """Validation loss, accuracy (%) and per-example correctness of the model as it is now."""
         return objective.evaluate(self.model, self._batches("val"), self.amp)
 
-    # ================================================================== lifecycle per epoch
-    def _measure_seeds(self, val: Evaluation, healthy: bool) -> None:
-        val_loss, val_acc = val.loss, val.accuracy
-        for slot in self.host.slots.values():
-            m = slot.metrics
-            # A seed moved before any validation (e.g. forced while paused at the start) has no
-            # baseline yet: its first measurement in the stage becomes the baseline.
-            if slot.seed is not None:
-                if m.accuracy_at_stage_start is None:
-                    m.accuracy_at_stage_start = val_acc
-                if m.val_loss_pre_blend is None and slot.stage in COUNTERFACTUAL_STAGES:
-                    m.val_loss_pre_blend = val_loss
-                if m.accuracy_at_blend_start is None and slot.stage in COUNTERFACTUAL_STAGES:
-                    m.accuracy_at_blend_start = val_acc
-            m.val_loss, m.val_accuracy = val_loss, val_acc
-            if not healthy:
-                m.nonfinite_in_stage = True
-            if slot.seed is not None and slot.stage in COUNTERFACTUAL_STAGES:
-                self.credit.measure(slot, val.correct)
-
-    def _probation_timeouts(self) -> None:
-        limit = probation_limit(self.config.epochs, self.config.lifecycle.probation_min_epochs,
-                                self.config.lifecycle.probation_fraction)
-        for sid, slot in self.host.slots.items():
-            if slot.stage is not Stage.PROBATIONARY:
-                continue
-            high = slot.metrics.credit_high
-            if high is not None and high <= 0:
-                # Early cull only when even the optimistic end of the interval says it does not help.
-                m = slot.metrics
-                self._decide(Decision.cull(sid, "timeout", f"credit ≤ 0 during probation: {m.counterfactual:+.2f} "
-                                           f"[{m.credit_low:+.2f}, {high:+.2f}] points ({m.credit_method}), "
-                                           "even its upper bound"))
-            elif slot.epochs_in_stage >= limit:
-                g5 = evaluate("G5", slot.gate_inputs(), self.config.lifecycle.gates)
-                if not g5.passed:
-                    self._decide(Decision.cull(sid, "timeout", f"probation timed out after {limit} epochs: {g5.reason}"))
-
-    def _evaluate_gates(self) -> dict[str, GateResult]:
-        """Each live seed's next gate, evaluated for the record (and for the autopilot)."""
-        results: dict[str, GateResult] = {}
-        for sid, slot in self.host.slots.items():
-            target = next_stage(slot.stage)
-            if slot.stage not in LIVE_STAGES or target is None:
-                continue
-            result = evaluate(gate_for(slot.stage, target), slot.gate_inputs(), self.config.lifecycle.gates)
-            results[sid] = result
-            self.bank.log_gate(sid, result)
-            for warning in result.warnings:
-                key = (slot.seed_id, warning.code + str(slot.stage))
-                if key not in self.warned:  # once per seed and stage, not every epoch
-                    self.warned.add(key)
-                    self.emit(ev.WarningEvent, slot=sid, code=warning.code, message=warning.message)
-        return results
-
+    # ================================================================== the autopilot
     def _autopilot(self, gates: dict[str, GateResult]) -> None:
         topology = self.task.topology
         names = tuple(blueprints.names(topology))

@@ -11,6 +11,7 @@ from torch import nn
 
 from engine.config import CreditConfig, OptimConfig, quick_config
 from engine.credit import CREDIT_METHODS, CreditBook, paired_interval, recalibrated_bn
+from engine.decisions import apply_decision
 from engine.lifecycle import Stage
 from engine.seedbank import SeedBank
 from engine.slot import SeedSlot, TransitionRecord
@@ -210,12 +211,21 @@ def _trainer_with_seed_in(stage: Stage, tmp_path) -> Trainer:
     return trainer
 
 
+def apply_timeouts(trainer) -> list:
+    """The review's probation culls, applied as the trainer applies them; returns them."""
+    decisions = trainer.review.timeouts()
+    for decision in decisions:
+        assert decision.cause == "timeout" and decision.action == "cull"
+        assert apply_decision(trainer.bank, decision).applied
+    return decisions
+
+
 @pytest.mark.parametrize("high,culled", [(0.3, False), (0.0, True), (-0.1, True)])
 def test_probation_culls_early_only_when_even_the_upper_bound_is_not_positive(tmp_path, high, culled):
     trainer = _trainer_with_seed_in(Stage.PROBATIONARY, tmp_path)
     slot = trainer.host.slots["block0"]
     slot.metrics.record_credit(-0.5, -1.0, high, "shadow_twin")  # a negative point estimate either way
-    trainer._probation_timeouts()
+    apply_timeouts(trainer)
     assert (slot.stage is Stage.CULLED) is culled
 
 
@@ -224,10 +234,10 @@ def test_probation_timeout_culls_a_seed_whose_lower_bound_never_reached_g5(tmp_p
     slot = trainer.host.slots["block0"]
     slot.metrics.record_credit(1.8, 0.6, 3.0, "shadow_twin")  # helps, probably, but not surely >= 1 point
     slot.epochs_in_stage = 4
-    trainer._probation_timeouts()
+    apply_timeouts(trainer)
     assert slot.stage is Stage.PROBATIONARY  # before the limit it waits for more evidence
     slot.epochs_in_stage = 5  # the limit: max(5, 10 % of 24 epochs)
-    trainer._probation_timeouts()
+    apply_timeouts(trainer)
     assert slot.stage is Stage.CULLED
 
 
