@@ -1,8 +1,9 @@
 """Checkpoints: the whole run state as plain tensors and dicts, saved atomically, loaded weights-only.
 
-The same captured dict serves the governor's in-memory snapshot and the on-disk checkpoint, so a
+One typed `RunSnapshot` serves the governor's in-memory snapshot and the on-disk checkpoint, so a
 rollback and a `--resume` restore exactly the same things: host and seed weights, every slot's
-lifecycle (stage, alpha, metrics), every optimizer, the controller and the random streams.
+lifecycle (stage, alpha, metrics), every optimizer, the controller and the random streams. On disk
+it is a plain dict (`RunSnapshot.to_state`), which the weights-only loader accepts.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,53 @@ import torch
 from engine.rundir import CHECKPOINT_NAME, StartError
 
 FORMAT = 1
-# What `Trainer._capture` writes; a file missing any of these cannot be resumed from.
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "epoch": int, "step": int, "config": dict, "model": dict, "slots": dict, "bank": dict,
-    "controller": dict, "autopilot": bool, "history": dict, "rng": dict,
-}
+
+
+@dataclass(slots=True)
+class RunSnapshot:
+    """The whole run state at one moment (see the module docstring). Fields with a default may be
+    missing from older checkpoints; a file missing any other cannot be resumed from."""
+
+    epoch: int  # epochs completed (one stopped mid-epoch is not: a resume runs it again)
+    step: int
+    config: dict  # the RunConfig as JSON
+    model: dict  # the host's state dict, seeds included
+    slots: dict  # slot id → SeedSlot.export_state()
+    bank: dict  # optimizers and learning rates (SeedBank.state_dict)
+    controller: dict
+    autopilot: bool
+    history: dict  # {"val_losses": [...], "val_accuracies": [...]}
+    rng: dict  # {"torch": ..., "data": ...}
+    credit: dict | None = None  # the credit book (shadow twins); absent before credit had state
+    seq: int | None = None  # the seq of this checkpoint's own checkpoint_saved (see Trainer._save_checkpoint)
+
+    def to_state(self) -> dict[str, Any]:
+        """The plain dict written to disk."""
+        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: Path) -> RunSnapshot:
+        """A snapshot from a loaded dict, or CheckpointError naming the first field that is wrong."""
+        values = {}
+        for f in fields(cls):
+            present = f.name in state and state[f.name] is not None
+            if not present and f.default is not MISSING:
+                continue
+            kind = _KINDS[str(f.type).split(" ")[0]]
+            if not isinstance(state.get(f.name), kind):
+                what = "missing" if f.name not in state else f"a {type(state[f.name]).__name__}, not a {kind.__name__}"
+                raise CheckpointError(f"{path} is not a complete esper checkpoint ({f.name!r} is {what}): "
+                                      "start a new run instead of --resume")
+            values[f.name] = state[f.name]
+        return cls(**values)
+
+    def detached(self) -> RunSnapshot:
+        """A deep copy whose tensors no longer alias live parameters (an in-memory snapshot, or a
+        copy to restore from: optimizers alias the tensors they load)."""
+        return copy.deepcopy(self)
+
+
+_KINDS: dict[str, type] = {"int": int, "bool": bool, "dict": dict}  # RunSnapshot's field types, checked
 
 
 class CheckpointWriteError(OSError):
@@ -95,20 +139,9 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_run(path: Path) -> dict[str, Any]:
+def load_run(path: Path) -> RunSnapshot:
     """`load`, then check the file holds a whole run state (what `--resume` needs), else CheckpointError."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    state = load(path)
-    for key, kind in _REQUIRED.items():
-        if not isinstance(state.get(key), kind):
-            what = "missing" if key not in state else f"a {type(state[key]).__name__}, not a {kind.__name__}"
-            raise CheckpointError(f"{path} is not a complete esper checkpoint ({key!r} is {what}): "
-                                  "start a new run instead of --resume")
-    return state
-
-
-def detached_copy(state: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy whose tensors no longer alias live parameters (for in-memory snapshots)."""
-    return copy.deepcopy(state)
+    return RunSnapshot.from_state(load(path), path)

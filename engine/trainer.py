@@ -44,6 +44,7 @@ from engine.isolation import grad_sq_norms
 from engine.lifecycle import LIVE_STAGES, Stage
 from engine.objective import Evaluation, task_loss
 from engine.review import EpochReview
+from engine.checkpoint import RunSnapshot
 from engine.rundir import LOG_NAME, RunDir, StartError
 from engine.seedbank import SeedBank
 from engine.slot import SeedSlot, TransitionRecord
@@ -117,7 +118,7 @@ class Trainer:
         self.val_accuracies: list[float] = []
         self.rollbacks_in_a_row = 0
         self._autopilot_said: str | None = None  # the AutopilotWaiting reason last logged
-        self.checkpoint_epoch: int | None = int(saved["epoch"]) if saved else None
+        self.checkpoint_epoch: int | None = saved.epoch if saved else None
         self._in_epoch = False
         self._hung_up = False
         self._saved = saved
@@ -313,8 +314,8 @@ class Trainer:
             blueprints={n: blueprints.get(self.task.topology, n).description for n in blueprints.names(self.task.topology)},
             resumed=self._saved is not None,
             host_params=base_param_count(self.host),
-            resumed_from_epoch=int(self._saved["epoch"]) if self._saved else None,
-            resumed_after_seq=self._saved.get("seq") if self._saved else None,
+            resumed_from_epoch=self._saved.epoch if self._saved else None,
+            resumed_after_seq=self._saved.seq if self._saved else None,
         )
 
     def _start_server(self) -> None:
@@ -523,11 +524,11 @@ class Trainer:
         """Restore the last healthy snapshot, cull the seeds that were live, and say so."""
         self.rollbacks_in_a_row += 1
         involved = [sid for sid, s in self.host.slots.items() if s.seed is not None and s.stage in LIVE_STAGES]
-        restored_epoch = int(self.snapshot["epoch"])
+        restored_epoch = self.snapshot.epoch
         lr = self.bank.lr  # the operator may have lowered it since the snapshot, as advised: keep it
         # Restore from a copy: optimizers alias the tensors they load, and the snapshot must stay
         # pristine for the next rollback.
-        self._restore(checkpoint.detached_copy(self.snapshot), keep_clock=True)
+        self._restore(self.snapshot.detached(), keep_clock=True)
         if self.bank.lr != lr:
             self._set_lr(lr)
         culled = []
@@ -586,43 +587,43 @@ class Trainer:
         return apply_decision(self.bank, decision)
 
     # ================================================================== state
-    def _capture(self, copy: bool) -> dict[str, Any]:
-        state = {
-            "format": checkpoint.FORMAT,
+    def _capture(self, copy: bool) -> RunSnapshot:
+        """The run as it is now; `copy` detaches it from the live tensors (an in-memory snapshot)."""
+        snapshot = RunSnapshot(
             # Stopped mid-epoch, the epoch in progress is not done: a resume runs it again, so the
             # log shows each completed epoch once.
-            "epoch": self.epoch - 1 if self._in_epoch else self.epoch,
-            "step": self.step,
-            "seq": self.emitter.seq,  # see _save_checkpoint
-            "config": self.config.model_dump(mode="json"),
-            "model": self.host.state_dict(),
-            "slots": {sid: s.export_state() for sid, s in self.host.slots.items()},
-            "bank": self.bank.state_dict(),
-            "credit": self.credit.state_dict(),
-            "controller": self.controller.state_dict(),
-            "autopilot": self.autopilot,
-            "history": {"val_losses": list(self.val_losses), "val_accuracies": list(self.val_accuracies)},
-            "rng": {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()},
-        }
-        return checkpoint.detached_copy(state) if copy else state
+            epoch=self.epoch - 1 if self._in_epoch else self.epoch,
+            step=self.step,
+            seq=self.emitter.seq,  # see _save_checkpoint
+            config=self.config.model_dump(mode="json"),
+            model=self.host.state_dict(),
+            slots={sid: s.export_state() for sid, s in self.host.slots.items()},
+            bank=self.bank.state_dict(),
+            credit=self.credit.state_dict(),
+            controller=self.controller.state_dict(),
+            autopilot=self.autopilot,
+            history={"val_losses": list(self.val_losses), "val_accuracies": list(self.val_accuracies)},
+            rng={"torch": torch.get_rng_state(), "data": self.data_gen.get_state()},
+        )
+        return snapshot.detached() if copy else snapshot
 
-    def _restore(self, state: dict[str, Any], keep_clock: bool = False) -> None:
-        """Put the run back to `state`. With keep_clock (a rollback) epoch/step/history move on."""
-        for sid, slot_state in state["slots"].items():
+    def _restore(self, snapshot: RunSnapshot, keep_clock: bool = False) -> None:
+        """Put the run back to `snapshot`. With keep_clock (a rollback) epoch/step/history move on."""
+        for sid, slot_state in snapshot.slots.items():
             self.host.slots[sid].import_state(slot_state)
-        self.host.load_state_dict(state["model"])
-        self.bank.load_state_dict(state["bank"])
-        self.credit.load_state_dict(state.get("credit"))
+        self.host.load_state_dict(snapshot.model)
+        self.bank.load_state_dict(snapshot.bank)
+        self.credit.load_state_dict(snapshot.credit)
         if keep_clock:
             return
-        self.controller.load_state_dict(state["controller"])
-        self.autopilot = bool(state["autopilot"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.controller.load_state_dict(snapshot.controller)
+        self.autopilot = bool(snapshot.autopilot)
+        self.epoch, self.step = int(snapshot.epoch), int(snapshot.step)
         self.emitter.epoch, self.emitter.step = self.epoch, self.step
-        self.val_losses = [float(v) for v in state["history"]["val_losses"]]
-        self.val_accuracies = [float(v) for v in state["history"]["val_accuracies"]]
-        torch.set_rng_state(state["rng"]["torch"])
-        self.data_gen.set_state(state["rng"]["data"])
+        self.val_losses = [float(v) for v in snapshot.history["val_losses"]]
+        self.val_accuracies = [float(v) for v in snapshot.history["val_accuracies"]]
+        torch.set_rng_state(snapshot.rng["torch"])
+        self.data_gen.set_state(snapshot.rng["data"])
 
     def _save_checkpoint(self) -> None:
         """Publish a checkpoint of the run as it is now, after the events leading to it are on disk.
@@ -632,14 +633,14 @@ class Trainer:
         if not self._built:
             return
         self.emitter.flush(fsync=True)
-        state = self._capture(copy=False)
+        snapshot = self._capture(copy=False)
         # The seq of this checkpoint's own checkpoint_saved (events are emitted from this thread
         # only, so it is the next one): a run resumed from here supersedes what came after it.
-        state["seq"] = self.emitter.seq + 1
-        path = checkpoint.save(state, self.run_dir / checkpoint.CHECKPOINT_NAME)
-        self.checkpoint_epoch = int(state["epoch"])
+        snapshot.seq = self.emitter.seq + 1
+        path = checkpoint.save(snapshot.to_state(), self.run_dir / checkpoint.CHECKPOINT_NAME)
+        self.checkpoint_epoch = snapshot.epoch
         saved = self.emit(ev.CheckpointSaved, path=str(path))
-        assert saved.seq == state["seq"], "an event slipped in between a checkpoint and its checkpoint_saved"
+        assert saved.seq == snapshot.seq, "an event slipped in between a checkpoint and its checkpoint_saved"
         self.emitter.flush(fsync=True)
 
     def _final_metrics(self) -> dict[str, float | None]:
@@ -651,19 +652,19 @@ class Trainer:
         }
 
 
-def _resumed_config(saved: dict[str, Any], epochs: int | None, run_dir: Path) -> RunConfig:
+def _resumed_config(saved: RunSnapshot, epochs: int | None, run_dir: Path) -> RunConfig:
     """The checkpoint's config, its end moved to `epochs` when given (StartError if already past)."""
     from pydantic import ValidationError
 
     try:
-        config = RunConfig.model_validate(saved["config"])
+        config = RunConfig.model_validate(saved.config)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise checkpoint.CheckpointError(
             f"{run_dir / checkpoint.CHECKPOINT_NAME} holds a config this engine cannot use "
             f"({'.'.join(map(str, first['loc']))}: {first['msg']}); start a new run instead of --resume"
         ) from None
-    done = int(saved["epoch"])
+    done = saved.epoch
     if epochs is not None:
         if epochs < done:
             raise StartError(f"cannot resume {run_dir} with --epochs {epochs}: it has already trained {done} "

@@ -71,7 +71,7 @@ def saved(tmp_path_factory):
         t.controller.last_germination_epoch = 1
         t.controller.note_culled("attention", 1)
         t._train_epoch()
-        path = checkpoint.save(t._capture(copy=False), root / "run1" / checkpoint.CHECKPOINT_NAME)
+        path = checkpoint.save(t._capture(copy=False).to_state(), root / "run1" / checkpoint.CHECKPOINT_NAME)
         expected = {
             "torch_rng": torch.get_rng_state(),
             "data_rng": t.data_gen.get_state(),
@@ -84,10 +84,10 @@ def saved(tmp_path_factory):
 @pytest.fixture
 def restored(saved, tmp_path):
     t1, expected = saved
-    state = checkpoint.load(expected["path"])
+    state = checkpoint.load(expected["path"])  # the plain dict on disk
     t2 = make_trainer(tmp_path / "run2")
     torch.manual_seed(12345)  # scramble the global stream: restore must put it back
-    t2._restore(state)
+    t2._restore(checkpoint.load_run(expected["path"]))
     yield t1, t2, expected, state
     t2.writer.close()
 
@@ -164,7 +164,7 @@ class TestRoundTrip:
         # Resumed from the same state, the next epoch is the same bit for bit.
         t2._train_epoch()
         torch.set_rng_state(expected["torch_rng"])
-        t1_copy_state = checkpoint.load(expected["path"])
+        t1_copy_state = checkpoint.load_run(expected["path"])
         t3 = make_trainer(t2.run_dir.parent / "run3")
         try:
             t3._restore(t1_copy_state)

@@ -242,7 +242,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_keeps_the_last_checkpoint(tmp_pat
     raw = (tmp_path / "run" / "events.jsonl").read_bytes()
     assert raw.endswith(b"\n"), "the log must end at a line boundary, never a torn line"
     log_of(tmp_path / "run")  # every line whole and valid (whether the final run_failed fitted or not)
-    assert checkpoint.load_run(tmp_path / "run")["epoch"] == int(kept.group(1)) >= 2
+    assert checkpoint.load_run(tmp_path / "run").epoch == int(kept.group(1)) >= 2
     # Space is back: the run continues from its last good checkpoint.
     assert Trainer(config, tmp_path / "run", resume=True, serve_commands=False).run() == 0
     assert [e.epoch for e in log_of(tmp_path / "run") if e.kind == "epoch_completed"] == list(range(1, 21))
@@ -266,7 +266,7 @@ def test_a_checkpoint_that_does_not_fit_stops_the_run_and_keeps_the_previous_one
     assert "cannot write checkpoint" in err and "No space left" in err and "checkpoint of epoch 2" in err
     events = log_of(tmp_path)
     assert events[-1].kind == "run_failed" and events[-1].error_type == "StorageError"
-    assert checkpoint.load_run(tmp_path)["epoch"] == 2
+    assert checkpoint.load_run(tmp_path).epoch == 2
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint.pt"]
 
 
@@ -290,7 +290,7 @@ def test_sigterm_is_a_graceful_stop(tmp_path):
     assert events[-1].kind == "run_finished" and events[-1].status == "stopped"
     assert events[-2].kind == "checkpoint_saved"
     done = [e.epoch for e in events if e.kind == "epoch_completed"]
-    assert checkpoint.load_run(tmp_path)["epoch"] == done[-1]
+    assert checkpoint.load_run(tmp_path).epoch == done[-1]
 
 
 def test_a_headless_run_survives_its_terminal_hanging_up(tmp_path):
@@ -320,7 +320,7 @@ def test_a_killed_run_resumed_shows_each_epoch_once(tmp_path):
         time.sleep(0.02)
     proc.kill()
     proc.wait(timeout=30)
-    assert checkpoint.load_run(tmp_path)["epoch"] == 5
+    assert checkpoint.load_run(tmp_path).epoch == 5
     result = subprocess.run([*ENGINE, "--resume", str(tmp_path), "--epochs", "12"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
