@@ -31,10 +31,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from engine.config import CreditConfig, OptimConfig
 from engine.lifecycle import COUNTERFACTUAL_STAGES, Stage
-from engine.objective import evaluate, task_loss
+from engine.objective import Reduce, evaluate, task_loss
 from engine.seedbank import SeedBank
 from engine.slot import SeedSlot, TransitionRecord
 
+Wrap = Callable[[nn.Module], nn.Module]  # a model → the module its training steps go through (DDP)
 CREDIT_METHODS = ("shadow_twin", "ablation_bn", "ablation")
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
@@ -100,24 +101,32 @@ class Twin:
     twin, but later lifecycle moves of the real run are not mirrored).
     """
 
-    def __init__(self, slot_id: str, seed_id: str | None, host: nn.Module, bank: SeedBank) -> None:
+    def __init__(self, slot_id: str, seed_id: str | None, host: nn.Module, bank: SeedBank,
+                 wrap: Wrap | None = None) -> None:
         self.slot_id, self.seed_id, self.host, self.bank = slot_id, seed_id, host, bank
+        # Under torchrun the twin trains through its own DDP wrapper (every rank's twin sees the
+        # global batch, like the host). Built at its first step, where every rank is in step.
+        self.wrap = wrap
+        self.model: nn.Module | None = None if wrap is not None else host
 
     @classmethod
-    def fork(cls, slot: SeedSlot, host: nn.Module, bank: SeedBank) -> Twin:
+    def fork(cls, slot: SeedSlot, host: nn.Module, bank: SeedBank, wrap: Wrap | None = None) -> Twin:
         twin_host = copy.deepcopy(host)
         twin_host.slots[slot.slot_id].clear()
         state = copy.deepcopy(bank.state_dict())
         state["seed_opts"].pop(slot.slot_id, None)
         twin_bank = SeedBank(twin_host, bank.config, _ignore, _ignore)
         twin_bank.load_state_dict(state)
-        return cls(slot.slot_id, slot.seed_id, twin_host.train(), twin_bank)
+        return cls(slot.slot_id, slot.seed_id, twin_host.train(), twin_bank, wrap)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, amp) -> None:
         """One optimizer step on the same batch as the real run (no sync). The twin stays in train
         mode (`evaluate` restores the mode it found), so no per-step walk over its modules."""
+        if self.model is None:
+            assert self.wrap is not None
+            self.model = self.wrap(self.host)
         with amp:
-            loss = task_loss(self.host(x), y)
+            loss = task_loss(self.model(x), y)
         self.bank.zero_grad()
         loss.backward()
         self.bank.step()
@@ -133,7 +142,8 @@ class Twin:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], build_host: Callable[[], nn.Module], optim: OptimConfig) -> Twin:
+    def from_state(cls, state: dict[str, Any], build_host: Callable[[], nn.Module], optim: OptimConfig,
+                   wrap: Wrap | None = None) -> Twin:
         """Rebuild a saved twin; `build_host` makes a fresh host on the run's device."""
         host = build_host()
         for sid, slot_state in state["slots"].items():
@@ -141,7 +151,7 @@ class Twin:
         host.load_state_dict(state["model"])
         bank = SeedBank(host, optim, _ignore, _ignore)
         bank.load_state_dict(state["bank"])
-        return cls(state["slot"], state["seed_id"], host.train(), bank)
+        return cls(state["slot"], state["seed_id"], host.train(), bank, wrap)
 
 
 def _ignore(*_args: Any, **_kwargs: Any) -> None:
@@ -161,8 +171,12 @@ class CreditBook:
         calibration_batches: Batches,
         amp: Any,
         build_host: Callable[[], nn.Module],
+        reduce: Reduce | None = None,
+        wrap: Wrap | None = None,
     ) -> None:
+        """`reduce` and `wrap` are for distributed runs: validation shards merged, twins under DDP."""
         self.config = config
+        self.reduce, self.wrap = reduce, wrap
         self.host = host
         self.bank = bank
         self.val_batches = val_batches
@@ -187,7 +201,7 @@ class CreditBook:
             self.forget(sid)
             if "shadow_twin" in self.methods:
                 started = time.perf_counter()
-                self.twins[sid] = Twin.fork(slot, self.host, self.bank)
+                self.twins[sid] = Twin.fork(slot, self.host, self.bank, self.wrap)
                 self.seconds += time.perf_counter() - started
         elif record.target not in COUNTERFACTUAL_STAGES:
             self.forget(sid)
@@ -251,15 +265,18 @@ class CreditBook:
         """Per-example correctness with the seed minus without it, by `method` (N,) on the device."""
         sid = slot.slot_id
         if method == "shadow_twin":
-            return main_correct - evaluate(self.twins[sid].host, self.val_batches(), self.amp).correct
+            return main_correct - self._correct(self.twins[sid].host)
         if method == "ablation":
             with slot.counterfactual():
-                return main_correct - evaluate(self.host, self.val_batches(), self.amp).correct
+                return main_correct - self._correct(self.host)
         with recalibrated_bn(self.host, self.calibration_batches()):
-            with_seed = evaluate(self.host, self.val_batches(), self.amp).correct
+            with_seed = self._correct(self.host)
         with slot.counterfactual(), recalibrated_bn(self.host, self.calibration_batches()):
-            without = evaluate(self.host, self.val_batches(), self.amp).correct
+            without = self._correct(self.host)
         return with_seed - without
+
+    def _correct(self, model: nn.Module) -> torch.Tensor:
+        return evaluate(model, self.val_batches(), self.amp, self.reduce).correct
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -275,7 +292,7 @@ class CreditBook:
             return
         device = self.host.slots[next(iter(self.host.slots))].alpha_t.device
         for sid, twin_state in state["twins"].items():
-            self.twins[sid] = Twin.from_state(twin_state, self.build_host, self.bank.config)
+            self.twins[sid] = Twin.from_state(twin_state, self.build_host, self.bank.config, self.wrap)
         for key, diffs in state["windows"].items():
             sid, _, method = key.rpartition("/")
             self.windows[(sid, method)] = deque((d.to(device) for d in diffs), maxlen=self.config.window)

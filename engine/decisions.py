@@ -83,8 +83,13 @@ class Outcome:
         return cls(False, reason)
 
 
-def apply_decision(bank: SeedBank, decision: Decision) -> Outcome:
-    """Apply one decision through the seed bank (gates, lifecycle table, optimizers, events)."""
+def apply_decision(bank: SeedBank, decision: Decision, follow: bool = False) -> Outcome:
+    """Apply one decision through the seed bank (gates, lifecycle table, optimizers, events).
+
+    `follow`: a decision rank 0 already applied, applied again on another rank of a distributed
+    run. Its gate was judged there; here it is not judged again (an advance passes as it did on rank
+    0), so a follower whose own numbers drifted still makes exactly the leader's move.
+    """
     move, cause = decision.move, decision.cause
     if bank.slot(move.slot) is None:
         return Outcome.refused(f"unknown slot {move.slot!r}; this host's slots are {', '.join(bank.host.slots)}")
@@ -92,11 +97,11 @@ def apply_decision(bank: SeedBank, decision: Decision) -> Outcome:
         case GerminateCommand(slot=slot, blueprint=blueprint):
             result = bank.germinate(slot, blueprint, cause)
         case AdvanceCommand(slot=slot):
-            result = bank.advance(slot, False, cause)
+            result = bank.advance(slot, follow, cause)
         case ForceAdvanceCommand(slot=slot):
             result = bank.advance(slot, True, cause)
         case FossilizeCommand(slot=slot):
-            result = bank.fossilize(slot, False, cause)
+            result = bank.fossilize(slot, follow, cause)
         case CullCommand(slot=slot):
             check = bank.cull(slot, decision.reason or move.reason, cause)
             return Outcome(check.allowed, check.reason)

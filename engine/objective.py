@@ -6,6 +6,8 @@ shadow twin). Shapes: logits (B, K) with y (B,), or LM logits (B, T, V) with y (
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -35,12 +37,18 @@ class Evaluation:
         self.loss, self.accuracy, self.correct = loss, accuracy, correct
 
 
+# Turns one shard's (loss sum, targets, per-example correctness) into the whole split's (distributed
+# validation: engine.distributed.Ranks.reduce_evaluation). A single process has no shard to merge.
+Reduce = Callable[[torch.Tensor, int, torch.Tensor], tuple[torch.Tensor, int, torch.Tensor]]
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches, amp) -> Evaluation:
+def evaluate(model: torch.nn.Module, batches, amp, reduce: Reduce | None = None) -> Evaluation:
     """Evaluate `model` (eval mode) on `batches` of (x, y). One host-device sync, at the end.
 
     `correct` is (N,) float on the device, in batch order: what credit estimators compare example
     by example. Accuracy counts every target (tokens for an LM), as `correct_per_example` does.
+    With `reduce`, `batches` are this rank's shard and the result is the whole split's.
     """
     was_training = model.training
     model.eval()
@@ -58,8 +66,16 @@ def evaluate(model: torch.nn.Module, batches, amp) -> Evaluation:
             count += y.numel()
     finally:
         model.train(was_training)
+    if reduce is not None:  # every rank takes part, even one whose shard was empty
+        device = next(model.parameters()).device
+        total, correct = (total_loss if total_loss is not None else torch.zeros((), device=device),
+                          torch.cat(parts) if parts else torch.zeros(0, device=device))
+        total_loss, count, correct = reduce(total, count, correct)
+        if correct.numel() == 0:
+            total_loss = None
+    elif total_loss is not None:
+        correct = torch.cat(parts)
     if total_loss is None:
         return Evaluation(float("nan"), float("nan"), torch.zeros(0))
-    correct = torch.cat(parts)
     loss, mean_correct = torch.stack([total_loss, correct.mean()]).tolist()
     return Evaluation(loss / max(count, 1), 100.0 * mean_correct, correct)

@@ -17,6 +17,8 @@ from engine.control import CommandServer
 from engine.decisions import Outcome
 from engine.telemetry import events as ev
 
+HEARTBEAT_S = 1.0
+
 
 class StopRun(Exception):
     """Raised at a safe point when a stop was asked for: the loop ends, checkpoints, logs run_finished."""
@@ -38,6 +40,10 @@ class RunControl:
         self.pause_at_epoch: int | None = None  # step_epoch: pause again when this epoch is done
         self.stop_requested = False
         self.stop_cause = "operator"  # or the signal's name (SIGTERM)
+        # Called about every HEARTBEAT_S while the run waits here (paused, pacing): a distributed
+        # run's leader tells the other ranks it is still there, so their collectives never time out.
+        self.tick: Callable[[], None] | None = None
+        self._ticked = 0.0
 
     # ------------------------------------------------------------------ the operator's commands
     def execute(self, cmd: Command, epoch: int, in_epoch: bool) -> Outcome | None:
@@ -90,6 +96,7 @@ class RunControl:
             while self.paused and not self.stop_requested:
                 if self.server.wait_for_command(0.1):
                     self._drain()
+                self._heartbeat()
         if self.stop_requested:
             raise StopRun
 
@@ -103,11 +110,18 @@ class RunControl:
                 break
             if self.server.wait_for_command(min(left, 0.1)):
                 self.safe_point()
+            self._heartbeat()
         if self.server is None and deadline > time.perf_counter():
             time.sleep(deadline - time.perf_counter())
         if self.pause_at_epoch is not None and epoch >= self.pause_at_epoch:
             self.pause_at_epoch = None
             self.pause("step_epoch")
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if self.tick is not None and now - self._ticked >= HEARTBEAT_S:
+            self._ticked = now
+            self.tick()
 
     def _drain(self) -> None:
         assert self.server is not None

@@ -97,6 +97,11 @@ class Task:
             return math.ceil(self.train_x.shape[0] / batch_size)
         return math.ceil(self.epoch_windows / batch_size)
 
+    def full_batches(self, batch_size: int) -> int:
+        """Training batches of exactly `batch_size` in one epoch (what ranks can share evenly)."""
+        n = self.train_x.shape[0] if self.kind == "classification" else self.epoch_windows
+        return n // batch_size
+
     def batches(
         self,
         split: Split,

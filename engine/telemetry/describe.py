@@ -22,6 +22,7 @@ from engine.telemetry.events import (
     EventBase,
     GateEvaluated,
     GovernorRollback,
+    RanksVerified,
     RunFailed,
     RunFinished,
     RunPaused,
@@ -51,7 +52,7 @@ KIND_CATEGORY: dict[str, str] = {
     "controller_decision": "autopilot", "autopilot_waiting": "autopilot",
     "governor_rollback": "governor",
     "warning": "warnings", "log_problem": "warnings",
-    "checkpoint_saved": "checkpoints",
+    "checkpoint_saved": "checkpoints", "ranks_verified": "run",
     "step_metrics": "metrics", "epoch_completed": "metrics",
 }
 """Event kind → category ("log_problem": a line of the run log a reader could not use)."""
@@ -141,7 +142,13 @@ def _run_started(e: RunStarted) -> Description:
     slots = ", ".join(e.slots) or NONE
     return Description(
         f"run {e.run_id} {started}: task {e.task}, {e.topology} host on {e.device}, {e.planned_epochs} epochs, "
-        f"slots {slots}; {isolation_words(e.isolation)}", "run")
+        f"slots {slots}; {isolation_words(e.isolation)}{_ranks_words(e.distributed)}", "run")
+
+
+def _ranks_words(distributed: dict[str, Any] | None) -> str:
+    if not distributed:
+        return ""
+    return f"; {distributed.get('world_size', '?')} ranks ({distributed.get('backend', '?')})"
 
 
 FINAL_NAMES = {"val_accuracy": "val accuracy", "val_loss": "val loss", "train_loss": "train loss",
@@ -355,6 +362,14 @@ def _checkpoint(e: CheckpointSaved) -> Description:
     return Description(checkpoint_words([e.epoch]), "checkpoints")
 
 
+def _ranks_verified(e: RanksVerified) -> Description:
+    n = len(e.checksums)
+    if e.in_sync:
+        return Description(f"{n} ranks in sync after {e.trigger}", "run")
+    ranks = ", ".join(map(str, e.diverged))
+    return Description(f"ranks DIVERGED after {e.trigger}: rank {ranks} differ from rank 0", "run", "error")
+
+
 _DESCRIBERS: dict[type, Any] = {
     RunStarted: _run_started,
     StepMetrics: _step,
@@ -372,6 +387,7 @@ _DESCRIBERS: dict[type, Any] = {
     CheckpointSaved: _checkpoint,
     RunPaused: _paused,
     RunResumed: _resumed,
+    RanksVerified: _ranks_verified,
     RunFinished: _run_finished,
     RunFailed: _run_failed,
 }

@@ -151,6 +151,11 @@ class RunStarted(EventBase):
         description="on a resume: the last seq written before the checkpoint was captured; the events "
         "with resumed_after_seq < seq < this run_started's seq are superseded (runlog.supersessions)",
     )
+    distributed: dict[str, Any] | None = Field(
+        default=None,
+        description="under torchrun: world_size, backend (gloo, nccl), the rank writing this log (0) and "
+        "the collective timeout in seconds; None for a single process",
+    )
 
 
 class StepMetrics(EventBase):
@@ -342,6 +347,21 @@ class RunResumed(EventBase):
     cause: str = "operator"
 
 
+class RanksVerified(EventBase):
+    """Distributed runs: the ranks compared checksums of their parameters and lifecycle state.
+
+    After every structural change, at the start and at the end. `checksums` is by rank, each
+    {"params": …, "lifecycle": …}; `diverged` the ranks that differ from rank 0 (then the run stops
+    with run_failed naming them).
+    """
+
+    kind: Literal["ranks_verified"] = "ranks_verified"
+    in_sync: bool
+    checksums: tuple[dict[str, str], ...]
+    diverged: tuple[int, ...] = ()
+    trigger: str
+
+
 class RunFinished(EventBase):
     """The run ended normally: `status` is "completed" or "stopped"; `final` holds final metrics."""
 
@@ -376,6 +396,7 @@ EVENT_CLASSES: tuple[type[EventBase], ...] = (
     CheckpointSaved,
     RunPaused,
     RunResumed,
+    RanksVerified,
     RunFinished,
     RunFailed,
 )

@@ -34,6 +34,7 @@ from engine.telemetry import (
     ProgressPrinter,
     RunFailed,
     RunFinished,
+    RanksVerified,
     RunPaused,
     RunResumed,
     RunStarted,
@@ -88,6 +89,9 @@ def every_kind():
         (CheckpointSaved, dict(path="/runs/r1/checkpoint.pt")),
         (RunPaused, dict(cause="operator")),
         (RunResumed, dict(cause="operator")),
+        (RanksVerified, dict(in_sync=False, checksums=[{"params": "ab12", "lifecycle": "cd34"},
+                                                       {"params": "ab13", "lifecycle": "cd34"}],
+                             diverged=[1], trigger="germinate block1 (operator)")),
         (RunFinished, dict(status="completed", final={"val_accuracy": 93.1, "val_loss": None})),
         (RunFailed, dict(error_type="RuntimeError", message="boom", traceback="Traceback ...\nRuntimeError")),
     ]
