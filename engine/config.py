@@ -68,6 +68,22 @@ class OptimConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, description="sgd only")
 
 
+class RankDrill(BaseModel):
+    """One rank of a distributed run misbehaves at the start of an epoch, to rehearse what the others do.
+
+    exit: the process ends at once (as if killed); hang: it stops answering (sleeps forever);
+    perturb: it nudges one weight, so its replica silently differs (the checksums must catch it);
+    skew: from then on it adds 1.0 to the validation loss of its own shard (a local number that
+    disagrees: decisions must still be one, made on the reduced numbers).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["exit", "hang", "perturb", "skew"]
+    rank: int = Field(1, ge=0)
+    epoch: int = Field(1, ge=1)
+
+
 class FaultConfig(BaseModel):
     """Fault drills: make the engine meet a NaN loss or a crash on purpose (to rehearse recovery)."""
 
@@ -75,6 +91,7 @@ class FaultConfig(BaseModel):
 
     nan_loss_at_step: int | None = None
     crash_at_epoch: int | None = None
+    rank_drill: RankDrill | None = Field(None, description="distributed runs: one rank misbehaves on purpose")
 
 
 CreditMethod = Literal["shadow_twin", "ablation_bn", "ablation"]
@@ -127,6 +144,10 @@ class RunConfig(BaseModel):
     grad_stats_every: int = Field(10, ge=1, description="measure gradient ratios every N steps")
     sync_every: int = Field(
         50, ge=1, description="read step losses back from the device every N steps (one sync)"
+    )
+    collective_timeout_s: float = Field(
+        300.0, gt=0, description="distributed runs: how long a rank waits for the others in any collective "
+        "before the run fails (a rank that died or hangs ends the run within this time)"
     )
     checkpoint_every: int = Field(5, ge=0, description="epochs between checkpoints; 0 = only at the end")
     autopilot: bool = True

@@ -108,20 +108,57 @@ def train(args: argparse.Namespace) -> int:
     if args.resume and args.run_dir and Path(args.run_dir) != Path(args.resume):
         print("error: --resume RUN_DIR already names the run directory; drop --run-dir", file=sys.stderr)
         return EXIT_USAGE
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if under_torchrun and not (args.resume or args.run_dir):
+        # Every rank must name the same directory, and a restarted job must find its own again.
+        print("error: under torchrun give --run-dir (or --resume RUN_DIR): every rank and every restart "
+              "must name the same run directory", file=sys.stderr)
+        return EXIT_USAGE
     run_dir = Path(args.resume or args.run_dir or default_run_dir(config.task))
     # Imported here so that `--help` and option errors answer without loading torch.
+    from engine.checkpoint import CHECKPOINT_NAME
+    from engine.distributed import Ranks
     from engine.rundir import StartError
     from engine.tasks import TaskDataError
     from engine.telemetry.progress import ProgressPrinter
     from engine.trainer import Trainer
 
-    sinks = () if args.quiet else (ProgressPrinter(sys.stdout),)
+    resume, overwrite = bool(args.resume), args.overwrite
+    if restarted and not resume:
+        # torchrun --max-restarts started this job again after a rank failed: go on from the last
+        # checkpoint of the same run (or, if it failed before its first one, start that run over).
+        resume = (run_dir / CHECKPOINT_NAME).exists()
+        overwrite = not resume
     try:
-        trainer = Trainer(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite,
-                          epochs=args.epochs if args.resume else None, sinks=sinks)
-        if not args.quiet:
+        ranks = Ranks.from_env(config.device, config.collective_timeout_s)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: cannot join the torchrun process group: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    leads = ranks is None or ranks.is_leader
+    sinks = () if args.quiet or not leads else (ProgressPrinter(sys.stdout),)
+    trainer = None
+    try:
+        try:
+            trainer = Trainer(config, run_dir, resume=resume, overwrite=overwrite,
+                              epochs=args.epochs if resume else None, sinks=sinks, ranks=ranks)
+            refused = None
+        except (StartError, TaskDataError) as exc:
+            refused = exc
+        if ranks is not None:  # a rank that cannot start stops every rank, before any collective waits
+            message = ranks.agree(str(refused) if refused is not None else None)
+            if message is not None and refused is None:
+                refused = StartError(message)
+        if refused is not None:
+            raise refused
+        if not args.quiet and leads:
             print(f"run directory: {run_dir}", flush=True)
         return trainer.run()
     except (StartError, TaskDataError) as exc:  # wrong directory, checkpoint or data: one line, nothing logged
-        print(f"error: {exc}", file=sys.stderr)
+        if leads:
+            print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if ranks is not None:
+            del trainer  # the DDP wrappers must be gone before the process group (DESIGN.md facts)
+            ranks.close()

@@ -10,6 +10,8 @@ keeps losses and gradient norms on the device and reads them back once every `sy
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import math
 import os
@@ -36,6 +38,8 @@ from engine.run_control import RunControl, StopRun
 from engine.controller import Controller, ControllerView, SlotView
 from engine.credit import CreditBook
 from engine.decisions import MOVES, Decision, Outcome, apply_decision
+from engine.distributed import (Act, Orders, Ranks, RanksDiverged, Rollback, describe_act, diverged_ranks,
+                                state_checksum)
 from engine.gates import GateResult
 from engine.governor import LossWatch
 from engine.hosts import CNNHost, TransformerHost
@@ -95,19 +99,30 @@ class Trainer:
         epochs: int | None = None,
         sinks: tuple[EventSink, ...] = (),
         serve_commands: bool = True,
+        ranks: Ranks | None = None,
     ) -> None:
+        """`ranks`: this process's place under torchrun (None: a single process). Only rank 0 claims
+        the directory, writes the log and serves commands; every rank reads the checkpoint."""
         self.run_dir = Path(run_dir)
-        self.claim = RunDir.claim(self.run_dir, "resume" if resume else "overwrite" if overwrite else "new")
+        self.ranks = ranks
+        self.leads = ranks is None or ranks.is_leader  # decides, writes the log, serves the socket
+        self.claim: RunDir | None = None
+        self.writer: RunLogWriter | None = None
+        log_path = self.run_dir / LOG_NAME
+        if self.leads:
+            self.claim = RunDir.claim(self.run_dir, "resume" if resume else "overwrite" if overwrite else "new")
         try:
-            log_path = self.run_dir / LOG_NAME
             saved = checkpoint.load_run(self.run_dir) if resume else None
             self.config = _resumed_config(saved, epochs, self.run_dir) if saved else config
-            self.writer = RunLogWriter(log_path, append=resume)
+            if self.leads:
+                self.writer = RunLogWriter(log_path, append=resume)
         except BaseException:
-            self.claim.release()
+            if self.claim is not None:
+                self.claim.release()
             raise
-        self.emitter = Emitter(FanOut(self.writer, *sinks), start_seq=last_seq(log_path) if resume else 0)
-        self.serve_commands = serve_commands
+        sink = FanOut(self.writer, *sinks) if self.writer is not None else FanOut()
+        self.emitter = Emitter(sink, start_seq=last_seq(log_path) if resume and self.leads else 0)
+        self.serve_commands = serve_commands and self.leads
         self.control = RunControl(self.emit, lambda: self.emitter.flush(fsync=True), self._apply_command,
                                   self.config.min_epoch_seconds)
         self.run_id = uuid.uuid4().hex[:12]
@@ -123,6 +138,12 @@ class Trainer:
         self._hung_up = False
         self._saved = saved
         self._built = False
+        # Distributed runs: what the leader applied since its last orders, and the structure
+        # (bank.version) the ranks last verified and the DDP wrapper was last built for.
+        self._acts: list[Act] = []
+        self._rolling_back = False
+        self._verified_version = -1
+        self._wrapped_version = -1
 
     # ================================================================== setup
     def _build(self) -> None:
@@ -132,14 +153,26 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
+        if self.ranks is not None and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.ranks.local_rank)  # one GPU per rank, as torchrun numbers them
         if self.device.type == "cpu":
             # Small models gain nothing from intra-op threads, and on a busy 2-core box two spinning
             # threads made an epoch 50x slower (measured): default to half the cores.
             torch.set_num_threads(cfg.threads or max(1, min(8, (os.cpu_count() or 2) // 2)))
         self.task = load_task(cfg.task, cfg.data_dir)
         self.host = build_host(self.task, cfg).to(self.device)
-        self.model = torch.compile(self.host) if cfg.compile else self.host
+        # `net` evaluates; `model` trains (under torchrun: through DDP, rebuilt after each structural change).
+        self.net = torch.compile(self.host) if cfg.compile else self.host
+        self.model = self.net
         self.steps_per_epoch = self.task.steps_per_epoch(cfg.batch_size)
+        if self.ranks is not None:
+            # Every rank takes the same number of whole batches (a partial last batch would give the
+            # ranks different shapes and unequal weight in DDP's average): the remainder is dropped.
+            full = self.task.full_batches(cfg.batch_size)
+            self.steps_per_epoch = full // self.ranks.world_size
+            if self.steps_per_epoch < 1:
+                raise TaskDataError(f"{full} whole training batches of {cfg.batch_size} cannot be shared by "
+                                    f"{self.ranks.world_size} ranks; lower --batch-size or --nproc-per-node")
         for slot in self.host.slots.values():
             slot.steps_per_epoch = self.steps_per_epoch
         self.controller = Controller(cfg.controller)
@@ -151,10 +184,12 @@ class Trainer:
         )
         self.credit = CreditBook(
             cfg.credit, self.host, self.bank,
-            val_batches=lambda: self._batches("val"),
+            val_batches=self._val_batches,
             calibration_batches=self._calibration_batches,
             amp=self.amp,
             build_host=lambda: build_host(self.task, cfg).to(self.device),
+            reduce=self.ranks.reduce_evaluation if self.ranks else None,
+            wrap=self.ranks.wrap if self.ranks else None,
         )
         self.review = EpochReview(cfg, self.host.slots, self.credit, self.bank, self.emit)
         for sid, blueprint in cfg.fossils.items():
@@ -202,32 +237,57 @@ class Trainer:
         finally:
             if self.control.server is not None:
                 self.control.server.close()
+            self._drop_wrappers()
             try:
-                self.writer.close()
+                if self.writer is not None:
+                    self.writer.close()
             except OSError:
                 pass  # already reported by _storage_failed; the log ends at its last whole line
-            if started or self.emitter.seq > 0:
+            if self.claim is None:
+                pass
+            elif started or self.emitter.seq > 0:
                 self.claim.release()
             else:  # refused before a single event: leave the directory as it was found
                 self.claim.abandon()
 
+    def _drop_wrappers(self) -> None:
+        """Free the DDP wrappers (host and twins) before the process group goes (DESIGN.md facts)."""
+        if self.ranks is None or not self._built:
+            return
+        self.model = self.net
+        for twin in self.credit.twins.values():
+            twin.model = None
+        gc.collect()
+
     def _run(self) -> int:
         try:
             self._build()
-        except (checkpoint.CheckpointError, TaskDataError):
-            raise  # nothing is logged yet: the caller says what is wrong (exit 2)
+            refused = None
+        except (checkpoint.CheckpointError, TaskDataError) as exc:
+            refused = exc  # nothing is logged yet: the caller says what is wrong (exit 2)
         except BaseException as exc:
             return self._crashed(exc)
+        if self.ranks is not None:  # every rank starts, or none does (a lone rank would wait forever)
+            message = self.ranks.agree(str(refused) if refused is not None else None)
+            if message is not None and refused is None:
+                refused = TaskDataError(message)
+        if refused is not None:
+            raise refused
         try:
             self._start_server()
             self._announce()
+            stopped = False
             try:
+                if self.ranks is not None:
+                    self._verify("resume" if self._saved is not None else "start")
                 while self.epoch < self.config.epochs:
-                    self.control.safe_point()
+                    self._safe_point()
                     self._run_epoch()
             except StopRun:
-                pass
-            status = "stopped" if self.control.stop_requested else "completed"
+                stopped = True
+            if self.ranks is not None:
+                self._verify("stop" if stopped else "end")
+            status = "stopped" if stopped or self.control.stop_requested else "completed"
             self._save_checkpoint()
             self.emit(ev.RunFinished, status=status, final=self._final_metrics())
             return 0
@@ -237,6 +297,8 @@ class Trainer:
             return self._crashed(exc)
 
     def _crashed(self, exc: BaseException) -> int:
+        if not self.leads:  # a follower writes no log: torchrun's output is where its error shows
+            print(f"error: rank {self.ranks.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         try:
             self.emit(
                 ev.RunFailed,
@@ -316,6 +378,7 @@ class Trainer:
             host_params=base_param_count(self.host),
             resumed_from_epoch=self._saved.epoch if self._saved else None,
             resumed_after_seq=self._saved.seq if self._saved else None,
+            distributed=self.ranks.describe() if self.ranks else None,
         )
 
     def _start_server(self) -> None:
@@ -328,6 +391,122 @@ class Trainer:
             self.emit(ev.WarningEvent, slot=None, code="control_unavailable",
                       message=f"operator commands are off for this run: {exc}")
 
+    # ================================================================== ranks (torchrun)
+    def _safe_point(self) -> None:
+        """Between epochs: apply the operator's commands, wait while paused; StopRun to stop."""
+        if self.ranks is None:
+            self.control.safe_point()
+        else:
+            self._sync(drain=True)
+
+    def _sync(self, *, drain: bool) -> bool:
+        """A distributed safe point: the leader (draining its commands first when `drain`) sends what
+        it applied; a follower applies the same acts in the same order. Raises StopRun on every rank
+        when the leader stops. True when the orders rolled this follower back (its epoch ends here)."""
+        assert self.ranks is not None
+        if self.leads:
+            stop = None
+            if drain:
+                self.control.tick = lambda: self._send(wait=True)  # paused: more orders will follow
+                try:
+                    self.control.safe_point()
+                except StopRun:
+                    stop = self.control.stop_cause
+                finally:
+                    self.control.tick = None
+            self._send(stop=stop)
+            if stop is not None:
+                raise StopRun
+            return False
+        rolled = False
+        while True:
+            orders = self.ranks.broadcast(None)
+            rolled = self._follow(orders.acts) or rolled
+            if orders.verify is not None:
+                self._verify(orders.verify)
+            if orders.stop is not None:
+                raise StopRun
+            if not orders.wait:
+                return rolled
+
+    def _send(self, *, wait: bool = False, stop: str | None = None) -> None:
+        """The leader's orders: its acts since the last ones, and a verification if the structure moved."""
+        assert self.ranks is not None
+        acts, self._acts = tuple(self._acts), []
+        verify = None
+        if self.bank.version != self._verified_version:
+            verify = "; ".join(describe_act(a) for a in acts) or f"epoch {self.epoch} lifecycle clock"
+        self.ranks.broadcast(Orders(acts, verify, wait, stop))
+        if verify is not None:
+            self._verify(verify)
+
+    def _follow(self, acts: tuple[Act, ...]) -> bool:
+        """Apply the leader's acts on this follower, in order. True when one was a rollback."""
+        rolled = False
+        for act in acts:
+            match act:
+                case Rollback(trigger=trigger, loss=loss):
+                    self._rollback(trigger, loss)
+                    rolled = True
+                case Decision():
+                    outcome = self._decide(act)
+                    if not outcome.applied:
+                        raise RanksDiverged(f"rank {self.ranks.rank} could not apply rank 0's "
+                                            f"{describe_act(act)}: {outcome.reason}")
+                case SetLrCommand(value=value):
+                    self._set_lr(value)
+                case AutopilotCommand(enabled=enabled):
+                    self.autopilot = enabled
+        return rolled
+
+    def _verify(self, trigger: str) -> None:
+        """Every rank compares its checksum with the others'; the leader logs it; divergence stops all."""
+        assert self.ranks is not None
+        self._share_buffers()
+        mine = state_checksum(self.host, self.bank.version, self.step)
+        sums = self.ranks.gather_objects(mine, f"comparing checksums after {trigger}")
+        diverged = diverged_ranks(sums)
+        self._verified_version = self.bank.version
+        self.emit(ev.RanksVerified, in_sync=not diverged, checksums=sums, diverged=diverged, trigger=trigger)
+        if diverged:
+            raise RanksDiverged(
+                f"rank {', '.join(map(str, diverged))} differ{'s' if len(diverged) == 1 else ''} from rank 0 after "
+                f"{trigger} (parameters or lifecycle state; checksums {sums}). The run stops rather than train "
+                f"replicas that disagree; resume from the last checkpoint with `--resume {self.run_dir}`"
+            )
+
+    def _share_buffers(self) -> None:
+        assert self.ranks is not None
+        with torch.no_grad():
+            self.ranks.share_buffers([self.host, *(t.host for t in self.credit.twins.values())])
+
+    def _rewrap(self) -> None:
+        """A new DDP wrapper for the model's new structure (every rank, before the same step)."""
+        assert self.ranks is not None
+        self.model = self.net  # the old wrapper's reducer goes before the new one is built
+        gc.collect()
+        wrapped = self.ranks.wrap(self.host)
+        self.model = torch.compile(wrapped) if self.config.compile else wrapped
+        self._wrapped_version = self.bank.version
+
+    def _rank_drill(self) -> None:
+        """Fault drills for distributed runs (`faults.rank_drill`): this rank misbehaves on purpose."""
+        drill = self.config.faults.rank_drill
+        if drill is None or self.ranks is None or drill.rank != self.ranks.rank or drill.epoch != self.epoch:
+            return
+        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+            return  # a drill rehearses one failure: torchrun's restart must then get through
+        if drill.kind == "exit":
+            print(f"fault drill: rank {self.ranks.rank} exits at epoch {self.epoch}", file=sys.stderr, flush=True)
+            os._exit(17)
+        if drill.kind == "hang":
+            print(f"fault drill: rank {self.ranks.rank} hangs at epoch {self.epoch}", file=sys.stderr, flush=True)
+            while True:
+                time.sleep(3600)
+        if drill.kind == "perturb":
+            with torch.no_grad():
+                next(self.host.parameters()).view(-1)[0].add_(1e-3)
+
     # ================================================================== one epoch
     def _run_epoch(self) -> None:
         self.epoch += 1
@@ -336,6 +515,7 @@ class Trainer:
         faults = self.config.faults
         if faults.crash_at_epoch == self.epoch:
             raise RuntimeError(f"fault drill: crash requested at epoch {self.epoch}")
+        self._rank_drill()
         started = time.perf_counter()
         train_loss, train_acc, healthy, samples = self._train_epoch()
         val = self._evaluate()
@@ -357,11 +537,14 @@ class Trainer:
             samples_per_s=samples / elapsed if elapsed > 0 else None,
             slots=[self._slot_report(s) for s in self.host.slots.values()],
         )
-        for decision in self.review.timeouts():
-            self._decide(decision)
-        gates = self.review.gates()
-        if self.autopilot:
-            self._autopilot(gates)
+        if self.leads:  # the followers apply what rank 0 decided here, at the sync just below
+            for decision in self.review.timeouts():
+                self._decide(decision)
+            gates = self.review.gates()
+            if self.autopilot:
+                self._autopilot(gates)
+        if self.ranks is not None:
+            self._sync(drain=False)
         self._in_epoch = False
         if healthy:
             self.rollbacks_in_a_row = 0
@@ -377,7 +560,13 @@ class Trainer:
             self.emit(ev.WarningEvent, slot=None, code="terminal_hung_up",
                       message=f"the terminal hung up: the run goes on detached, without progress lines; "
                               f"watch it with `esper-tui attach {self.run_dir}`")
-        self.control.epoch_ended(self.epoch, started)
+        if self.ranks is None:
+            self.control.epoch_ended(self.epoch, started)
+        elif self.leads:
+            try:
+                self.control.epoch_ended(self.epoch, started)
+            except StopRun:
+                pass  # said to every rank at the next safe point, which raises it again
 
     def _train_epoch(self) -> tuple[float | None, float | None, bool, int]:
         """One pass over the training data. Returns (mean loss, accuracy %, healthy, samples)."""
@@ -391,12 +580,17 @@ class Trainer:
         chunk_start = time.perf_counter()
         chunk_samples = 0
         batches = self._batches("train")
+        if self.ranks is not None:
+            batches = self.ranks.shard(batches, self.steps_per_epoch)
         last = self.steps_per_epoch - 1
         for i, (x, y) in enumerate(batches):
-            if self.control.stop_requested or self.control.has_pending():
+            if self.ranks is None and (self.control.stop_requested or self.control.has_pending()):
                 self.control.safe_point()  # a stop (a signal) ends the run here: checkpoint, run_finished
-            loss, batch_correct = self._step(x, y, measure=(self.step % cfg.grad_stats_every == 0 or i == last),
-                                             grad_rows=grad_rows)
+            if self.ranks is not None and self._wrapped_version != self.bank.version:
+                self._rewrap()
+            with self._step_guard():
+                loss, batch_correct = self._step(x, y, grad_rows=grad_rows,
+                                                 measure=(self.step % cfg.grad_stats_every == 0 or i == last))
             losses.append(loss)
             correct += batch_correct
             samples += y.shape[0]
@@ -409,14 +603,32 @@ class Trainer:
                 now = time.perf_counter()
                 rate = chunk_samples / (now - chunk_start) if now > chunk_start else None
                 chunk_start, chunk_samples = now, 0
-                self.emit(ev.StepMetrics, loss=values[-1], lr=self.bank.lr, samples_per_s=rate)
-                verdict = self.watch.judge(values) if cfg.governor.enabled else None
+                world = self.ranks.world_size if self.ranks else 1
+                self.emit(ev.StepMetrics, loss=values[-1], lr=self.bank.lr,
+                          samples_per_s=rate * world if rate is not None else None)
+                verdict = self.watch.judge(values) if cfg.governor.enabled and self.leads else None
                 if verdict is not None:
                     self._rollback(*verdict)
-                    return _mean(seen_losses), None, False, samples
+                # Under torchrun this is the step's safe point: commands, the verdict, stop.
+                followed_rollback = self.ranks is not None and self._sync(drain=True)
+                if verdict is not None or followed_rollback:
+                    return _mean(seen_losses), None, False, samples * world
                 seen_losses.extend(values)
+        if self.ranks is not None:  # the epoch's accuracy over every rank's batches
+            totals = torch.stack([correct.double(), torch.tensor(float(targets), dtype=torch.float64,
+                                                                   device=self.device)])
+            correct_all, targets = self.ranks.sum_(totals, "summing the epoch's accuracy").tolist()
+            samples *= self.ranks.world_size
+            correct = correct_all
+            self._share_buffers()  # validation and the credit read rank 0's BatchNorm statistics
         accuracy = 100.0 * float(correct) / targets if targets else None
         return _mean(seen_losses), accuracy, True, samples
+
+    def _step_guard(self) -> contextlib.AbstractContextManager[None]:
+        """Under torchrun a step all-reduces gradients inside DDP: a lost rank surfaces there."""
+        if self.ranks is None:
+            return contextlib.nullcontext()
+        return self.ranks.collective("a training step's gradient all-reduce", only_lost=True)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, *, measure: bool,
               grad_rows: list[tuple[tuple[str, ...], torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -451,7 +663,16 @@ class Trainer:
 
     def _read_back(self, losses: list[torch.Tensor],
                    grad_rows: list[tuple[tuple[str, ...], torch.Tensor]]) -> list[float]:
-        flat = torch.cat([torch.stack(losses)] + [row for _, row in grad_rows]).tolist()
+        stacked = torch.stack(losses)
+        if self.ranks is not None:
+            # The global step losses (the governor judges these), and whether any rank was asked to
+            # stop (a SIGTERM to one rank stops them all, gracefully, through rank 0): one collective.
+            wants_stop = torch.tensor([float(self.control.stop_requested)], device=stacked.device)
+            reduced = self.ranks.sum_(torch.cat([stacked, wants_stop]), "averaging step losses")
+            stacked = reduced[:-1] / self.ranks.world_size
+            if self.leads and bool(reduced[-1] > 0) and not self.control.stop_requested:
+                self.control.stop("SIGTERM to another rank")
+        flat = torch.cat([stacked] + [row for _, row in grad_rows]).tolist()
         values, offset = flat[: len(losses)], len(losses)
         n_host = self.bank.host_param_count()
         for sids, row in grad_rows:
@@ -468,9 +689,23 @@ class Trainer:
     def _batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.task.batches(split, self.config.batch_size, self.data_gen, self.device)
 
+    def _val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The validation set, or under torchrun this rank's shard of it (merged by `evaluate`)."""
+        batches = self._batches("val")
+        return self.ranks.shard(batches) if self.ranks is not None else batches
+
     def _evaluate(self) -> Evaluation:
         """Validation loss, accuracy (%) and per-example correctness of the model as it is now."""
-        return objective.evaluate(self.model, self._batches("val"), self.amp)
+        reduce = self.ranks.reduce_evaluation if self.ranks is not None else None
+        drill = self.config.faults.rank_drill
+        if (drill is not None and drill.kind == "skew" and self.ranks is not None
+                and self.ranks.rank == drill.rank and self.epoch >= drill.epoch):
+            inner = reduce
+
+            def reduce(loss_sum: torch.Tensor, count: int, correct: torch.Tensor):  # type: ignore[misc]
+                return inner(loss_sum + float(count), count, correct)  # +1.0 per target on this shard
+
+        return objective.evaluate(self.net, self._val_batches(), self.amp, reduce)
 
     # ================================================================== the autopilot
     def _autopilot(self, gates: dict[str, GateResult]) -> None:
@@ -522,6 +757,15 @@ class Trainer:
     # ================================================================== governor
     def _rollback(self, trigger: str, loss: float) -> None:
         """Restore the last healthy snapshot, cull the seeds that were live, and say so."""
+        if self.ranks is not None and self.leads:
+            self._acts.append(Rollback(trigger, loss))  # the culls below follow from it on every rank
+        self._rolling_back = True
+        try:
+            self._roll_back(trigger, loss)
+        finally:
+            self._rolling_back = False
+
+    def _roll_back(self, trigger: str, loss: float) -> None:
         self.rollbacks_in_a_row += 1
         involved = [sid for sid, s in self.host.slots.items() if s.seed is not None and s.stage in LIVE_STAGES]
         restored_epoch = self.snapshot.epoch
@@ -559,8 +803,6 @@ class Trainer:
         except Exception as exc:  # a command must never take training down
             outcome = Outcome.refused(f"internal error while applying it: {type(exc).__name__}: {exc}")
         if outcome.applied:
-            if isinstance(cmd, MOVES):
-                self.snapshot = self._capture(copy=True)  # a rollback must not undo the operator
             self.emit(ev.CommandApplied, command_id=cmd.id, command=wire)
         else:
             self.emit(ev.CommandRejected, command_id=cmd.id, command=wire, reason=outcome.reason)
@@ -574,8 +816,10 @@ class Trainer:
             case AutopilotCommand(enabled=enabled):
                 self.autopilot = enabled
                 self._autopilot_said = None  # switched back on: say again what it waits for
+                self._order(cmd)
             case SetLrCommand(value=value):
                 self._set_lr(value)
+                self._order(cmd)
             case _ if isinstance(cmd, MOVES):
                 return self._decide(Decision.from_operator(cmd))
             case _:
@@ -584,7 +828,18 @@ class Trainer:
 
     def _decide(self, decision: Decision) -> Outcome:
         """Apply one structural decision, whoever took it (the one path to the seed bank)."""
-        return apply_decision(self.bank, decision)
+        outcome = apply_decision(self.bank, decision, follow=not self.leads)
+        if outcome.applied:
+            if not self._rolling_back:
+                self._order(decision)
+            if decision.cause == "operator":
+                self.snapshot = self._capture(copy=True)  # a rollback must not undo the operator
+        return outcome
+
+    def _order(self, act: Act) -> None:
+        """The leader of a distributed run keeps what it applied, for its next orders."""
+        if self.ranks is not None and self.leads:
+            self._acts.append(act)
 
     # ================================================================== state
     def _capture(self, copy: bool) -> RunSnapshot:
@@ -630,7 +885,7 @@ class Trainer:
 
         Log first: a kill between the two then leaves a log that describes at least the checkpoint.
         """
-        if not self._built:
+        if not self._built or not self.leads:
             return
         self.emitter.flush(fsync=True)
         snapshot = self._capture(copy=False)
