@@ -32,6 +32,7 @@ from typing import Any
 from engine.options import add_train_options, config_from_args
 from engine.telemetry.safe_text import safe_text
 from esper_tui import __version__
+from esper_tui.process import engine_launcher
 
 THEME_NAMES = ("esper-dark", "esper-light", "esper-high-contrast")
 LIVE_PACE = 0.5  # seconds per epoch, live: the digits run takes ~10 s at full speed, ~40 s paced
@@ -78,9 +79,22 @@ def _add_ui_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
     p.add_argument("--theme", choices=THEME_NAMES, default="esper-dark")
 
 
+def _nproc(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more processes")
+    return value
+
+
 def _add_live_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--pace", type=_pace, metavar="SECONDS", help=PACE_HELP)
     p.add_argument("--headless", action="store_true", help="no dashboard: the engine's plain progress lines")
+    p.add_argument("--nproc-per-node", type=_nproc, default=1, metavar="N",
+                   help="train under torchrun with N processes on this machine (one GPU each on CUDA, gloo on "
+                        "CPU); rank 0 writes the log and takes the commands (default 1: one process, no torchrun)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,9 +145,9 @@ def train_help() -> str:
     return p.format_help()
 
 
-def engine_argv(options: Sequence[str], verb: str = "train") -> list[str]:
+def engine_argv(options: Sequence[str], verb: str = "train", nproc: int = 1) -> list[str]:
     """The engine process's command line for `verb` (train, experiment) with these options."""
-    return [sys.executable, "-m", "engine", verb, *options]
+    return [*engine_launcher(nproc=nproc), verb, *options]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,13 +182,31 @@ def _train(args: argparse.Namespace, rest: list[str], command: str) -> int:
         sys.stdout.write(train_help())
         return 0
     pace = ["--set", f"min_epoch_seconds={args.pace}"] if args.pace is not None else []
+    nproc = args.nproc_per_node
     if args.headless:
+        if nproc > 1:  # every rank, and every restart, must name one run directory: choose it here
+            try:
+                rest = _with_run_dir(rest)
+            except OptionError as exc:
+                print(f"esper-tui train: error: {exc} (esper-tui train --help lists the options)", file=sys.stderr)
+                return EXIT_USAGE
         env = {**os.environ, "ESPER_PROG": "esper-tui train --headless"}
-        os.execve(sys.executable, engine_argv([*pace, *rest]), env)
+        os.execve(sys.executable, engine_argv([*pace, *rest], nproc=nproc), env)
     # Live: paced unless told otherwise, whatever the other options. First, so that a --set of the
     # user's own comes later and wins (the engine applies them in order).
     pace = pace or ["--set", f"min_epoch_seconds={LIVE_PACE}"]
-    return _live(rest, pace, refresh=args.refresh, theme=args.theme, command=command)
+    return _live(rest, pace, refresh=args.refresh, theme=args.theme, command=command, nproc=nproc)
+
+
+def _with_run_dir(engine_options: list[str]) -> list[str]:
+    """The options as given if they name a run directory (--run-dir, --resume), else with a fresh one
+    under ./runs added. Raises OptionError, as `checked_options`, for options the engine would refuse."""
+    from esper_tui.process import new_run_dir
+
+    args, config = checked_options(engine_options)
+    if args.resume or args.run_dir:
+        return engine_options
+    return [*engine_options, "--run-dir", str(new_run_dir(RUNS_DIR, config.task))]
 
 
 # ------------------------------------------------------------------------------------------ live
@@ -200,7 +232,8 @@ def checked_options(engine_options: Sequence[str]) -> tuple[argparse.Namespace, 
         raise OptionError(str(exc)) from None
 
 
-def _live(engine_options: list[str], pace: list[str], *, refresh: float, theme: str, command: str) -> int:
+def _live(engine_options: list[str], pace: list[str], *, refresh: float, theme: str, command: str,
+          nproc: int = 1) -> int:
     from esper_tui.process import EngineProcess, new_run_dir
 
     try:
@@ -214,7 +247,8 @@ def _live(engine_options: list[str], pace: list[str], *, refresh: float, theme: 
     runs_existed = RUNS_DIR.is_dir()
     run_dir = Path(named) if named else new_run_dir(RUNS_DIR, config.task)
     try:
-        process = EngineProcess.start(run_dir, [*pace, *_without(engine_options, "--run-dir")], new_dir=not named)
+        process = EngineProcess.start(run_dir, [*pace, *_without(engine_options, "--run-dir")], new_dir=not named,
+                                      nproc=nproc)
     except OSError as exc:
         print(f"esper-tui: cannot start the engine: {exc}", file=sys.stderr)
         return 1

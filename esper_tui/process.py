@@ -22,9 +22,20 @@ OUT_NAME = "engine.out"
 ERR_NAME = "engine.err"
 
 
-def engine_command(run_dir: str | os.PathLike[str], train_args: Sequence[str], python: str | None = None) -> list[str]:
+def engine_launcher(python: str | None = None, nproc: int = 1) -> list[str]:
+    """How the engine is started: `python -m engine`, or with `nproc` > 1 torchrun starting that many
+    engine processes on this node (`--standalone`: its own rendezvous on a free local port, so two
+    runs on one machine never meet). Rank 0 writes the log and serves the socket, as one process would."""
+    python = python or sys.executable
+    if nproc <= 1:
+        return [python, "-m", "engine"]
+    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "engine"]
+
+
+def engine_command(run_dir: str | os.PathLike[str], train_args: Sequence[str], python: str | None = None,
+                   nproc: int = 1) -> list[str]:
     """The engine process's argv for a dashboard-supervised run (progress lines off: the UI shows them)."""
-    return [python or sys.executable, "-m", "engine", "train", "--run-dir", str(run_dir), "--quiet", *train_args]
+    return [*engine_launcher(python, nproc), "train", "--run-dir", str(run_dir), "--quiet", *train_args]
 
 
 def _private_dir(path: Path) -> None:
@@ -72,8 +83,10 @@ class EngineProcess:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         new_dir: bool = False,
+        nproc: int = 1,
     ) -> EngineProcess:
-        """Launch `python -m engine train --run-dir RUN_DIR --quiet *train_args` and return at once.
+        """Launch `python -m engine train --run-dir RUN_DIR --quiet *train_args` and return at once
+        (with `nproc` > 1: under torchrun, that many processes; see `engine_launcher`).
 
         The run directory is created 0o700 first (before the engine does) so its output files can
         live there; they are 0o600. `new_dir`: the caller created `run_dir` for this launch
@@ -83,7 +96,7 @@ class EngineProcess:
         run = Path(run_dir)
         created_dir = new_dir or not run.is_dir()
         _private_dir(run)
-        argv = engine_command(run, train_args, python)
+        argv = engine_command(run, train_args, python, nproc)
         created = tuple(name for name in (OUT_NAME, ERR_NAME) if not os.path.lexists(run / name))
         log_at_launch = _file_id(run / LOG_NAME)  # before the child exists: nothing of its own in it yet
         out_fd = _private_append(run / OUT_NAME)
@@ -264,4 +277,4 @@ def new_run_dir(base: str | os.PathLike[str] = "runs", task: str = "digits", now
     raise FileExistsError(f"no free run directory name for {root / name}")
 
 
-__all__ = ["ERR_NAME", "OUT_NAME", "EngineProcess", "engine_command", "new_run_dir"]
+__all__ = ["ERR_NAME", "OUT_NAME", "EngineProcess", "engine_command", "engine_launcher", "new_run_dir"]

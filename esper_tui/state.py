@@ -153,6 +153,7 @@ class RunState:
     task: str | None = None
     topology: str | None = None
     device: str | None = None
+    ranks: int | None = None  # processes under torchrun (run_started.distributed.world_size); None: one
     isolation: Isolation | None = None
     planned_epochs: int | None = None
     host_params: int | None = None  # the seedless host's parameters (run_started.host_params, when logged)
@@ -251,6 +252,9 @@ def _run_started(state: RunState, e: Any) -> None:
     detach = e.isolation.get("blend_detach")
     state.isolation = None if detach is None else Isolation(bool(detach), str(e.isolation.get("source", "")))
     state.host_params = e.host_params
+    distributed = getattr(e, "distributed", None) or {}
+    world = distributed.get("world_size")
+    state.ranks = world if isinstance(world, int) and world > 1 else None
     for name in e.slots:
         _slot(state, name)
     state.status = LIVE

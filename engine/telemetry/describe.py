@@ -362,12 +362,19 @@ def _checkpoint(e: CheckpointSaved) -> Description:
     return Description(checkpoint_words([e.epoch]), "checkpoints")
 
 
+# The checks that follow no move: said as when they happened, not "after end".
+_VERIFIED_WHEN = {"start": "at the start", "resume": "on resuming", "end": "at the end of the run",
+                  "stop": "as the run stopped"}
+
+
 def _ranks_verified(e: RanksVerified) -> Description:
     n = len(e.checksums)
+    when = _VERIFIED_WHEN.get(e.trigger, f"after {e.trigger}")
     if e.in_sync:
-        return Description(f"{n} ranks in sync after {e.trigger}", "run")
+        return Description(f"{n} ranks in sync {when}", "run")
     ranks = ", ".join(map(str, e.diverged))
-    return Description(f"ranks DIVERGED after {e.trigger}: rank {ranks} differ from rank 0", "run", "error")
+    differ = "differs" if len(e.diverged) == 1 else "differ"
+    return Description(f"ranks DIVERGED {when}: rank {ranks} {differ} from rank 0", "run", "error")
 
 
 _DESCRIBERS: dict[type, Any] = {

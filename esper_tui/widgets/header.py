@@ -55,6 +55,7 @@ def header_parts(state: RunState, status: Status | str) -> list[Part]:
         (0, epoch, ""),
         (0, str(status), STATUS_STYLES.get(as_status(status).word, "bold")),
         (2, f"{fmt_int(state.samples_per_s)} samples/s", ""),
+        *([(3, f"{state.ranks} ranks", "")] if state.ranks else []),  # samples/s is theirs together
     ]  # the autopilot has the third line to itself (`hints.autopilot_line`): not said twice
     isolation = isolation_label(state.isolation)
     if isolation:

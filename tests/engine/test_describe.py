@@ -22,6 +22,7 @@ from engine.telemetry.events import (
     ControllerDecision,
     GateEvaluated,
     GovernorRollback,
+    RanksVerified,
     RunFinished,
     RunStarted,
     StageChanged,
@@ -156,6 +157,24 @@ def test_the_rest_reads_as_sentences():
         GateCheck(name="epochs_in_stage", value=1, threshold=3, passed=False, op=">="),)))
     assert gate.text == "block1: G2 to BLENDING fails: needs epochs in stage ≥ 3 (now 1)"
     assert gate.category == "gates" and gate.gate == "G2"
+
+
+def test_rank_checks_say_when_and_which_rank_differs():
+    same, other = {"params": "aa", "lifecycle": "bb"}, {"params": "ab", "lifecycle": "bb"}
+
+    def verified(trigger, *sums, diverged=()):
+        return describe(RanksVerified(**at(), in_sync=not diverged, checksums=sums, diverged=diverged, trigger=trigger))
+
+    assert verified("germinate block1 (operator)", same, same).text == \
+        "2 ranks in sync after germinate block1 (operator)"
+    assert verified("end", same, same, same).text == "3 ranks in sync at the end of the run"
+    diverged = verified("advance block1 (gate)", same, other, diverged=(1,))
+    assert diverged.text == "ranks DIVERGED after advance block1 (gate): rank 1 differs from rank 0"
+    assert diverged.level == "error" and diverged.category == "run"
+    started = describe(RunStarted(**at(0), run_id="r", config={}, task="digits", topology="cnn", slots=["block1"],
+                                  isolation={}, device="cpu", versions={}, planned_epochs=5,
+                                  distributed={"world_size": 2, "backend": "gloo", "rank": 0}))
+    assert started.text.endswith("; 2 ranks (gloo)")
 
 
 @pytest.mark.parametrize("kind", EVENT_KINDS)

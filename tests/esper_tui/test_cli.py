@@ -84,10 +84,15 @@ def engine(monkeypatch):
 
     class Fake:
         mode = "start"
+        nprocs: list[int] = []  # the processes each launch asked for (torchrun when > 1)
 
     fake = Fake()
-    monkeypatch.setattr(process, "engine_command",
-                        lambda run_dir, args, python=None: [sys.executable, "-c", FAKE_ENGINE, fake.mode, str(run_dir), *args])
+
+    def command(run_dir, args, python=None, nproc=1):
+        fake.nprocs.append(nproc)
+        return [sys.executable, "-c", FAKE_ENGINE, fake.mode, str(run_dir), *args]
+
+    monkeypatch.setattr(process, "engine_command", command)
     return fake
 
 
@@ -152,6 +157,40 @@ def test_headless_paces_only_when_asked(here):
     with pytest.raises(Exec) as full_speed:
         cli.main(["train", "--headless", "--epochs", "2"])
     assert not any("min_epoch_seconds" in word for word in full_speed.value.args[0])
+
+
+def test_nproc_per_node_starts_the_engine_under_torchrun(here, engine, dashboard):
+    assert cli.main(["train", "--nproc-per-node", "2", "--epochs", "3"]) == 0
+    assert engine.nprocs == [2]
+    assert engine_argv(only_run(here))[-2:] == ["--epochs", "3"]  # the dashboard's own option is not passed on
+
+
+def test_the_torchrun_command_line_starts_n_engines_on_this_node():
+    assert process.engine_command(Path("runs/x"), ["--epochs", "3"], nproc=2) == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "engine", "train", "--run-dir", "runs/x", "--quiet", "--epochs", "3"]
+    assert process.engine_command(Path("runs/x"), [])[:4] == [sys.executable, "-m", "engine", "train"]
+
+
+def test_headless_under_torchrun_names_one_run_directory_for_every_rank(here):
+    with pytest.raises(Exec) as fresh:
+        cli.main(["train", "--headless", "--nproc-per-node", "2", "--task", "mnist5k"])
+    argv = fresh.value.args[0]
+    assert argv[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    assert argv[-2] == "--run-dir" and argv[-1] == str(Path("runs") / only_run(here).name)
+    assert argv[-1].endswith("-mnist5k")
+    with pytest.raises(Exec) as named:
+        cli.main(["train", "--headless", "--nproc-per-node", "2", "--run-dir", "mine"])
+    assert named.value.args[0][-2:] == ["--run-dir", "mine"]
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_a_bad_process_count_is_refused_before_anything_starts(here, capsys, value):
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["train", "--nproc-per-node", value])
+    assert refused.value.code == 2
+    assert "--nproc-per-node" in capsys.readouterr().err
+    assert list(here.iterdir()) == []
 
 
 def test_train_help_documents_pace_and_lists_the_engine_options(here, capsys):

@@ -673,3 +673,38 @@ def test_real_engine_takes_commands_then_a_kill_is_a_crash_and_attach_says_detac
         assert not attached.send("resume").ok
     finally:
         attached.stop()
+
+
+@pytest.mark.slow
+def test_a_run_under_torchrun_is_watched_and_steered_through_rank_0_and_attach_replays_it(run_dir):
+    """`esper-tui train --nproc-per-node 2`: the same source follows rank 0's log, its commands
+    reach every rank, and a later `attach` shows the whole run."""
+    run = run_dir / "r"
+    proc = EngineProcess.start(run, ["--preset", "quick", "--epochs", "1000", "--no-autopilot", "--device", "cpu"],
+                               nproc=2)
+    assert proc.argv[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    src = LiveSource(run, proc)
+    src.start()
+    try:
+        started = follow_until(src, {"run_started"})[0]
+        assert started.distributed["world_size"] == 2 and started.distributed["rank"] == 0
+        sent = [src.send("germinate", slot="block1", blueprint="conv_light"), src.send("stop")]
+        assert all(r.ok for r in sent), sent
+        got = follow_until(src, {"run_finished", "run_failed"})
+        answers = {e.command_id: e.kind for e in got if e.kind in ("command_applied", "command_rejected")}
+        assert answers == {r.command_id: "command_applied" for r in sent}
+        verified = [e for e in got if e.kind == "ranks_verified"]
+        assert any("germinate block1 (operator)" in v.trigger for v in verified)
+        assert all(v.in_sync for v in verified) and verified[-1].trigger == "stop"
+        assert got[-1].kind == "run_finished" and got[-1].status == "stopped"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        src.stop()
+    attached = LiveSource(run, probe_interval=0.1)
+    attached.start()
+    try:
+        wait_until(lambda: attached.caught_up, timeout=10)
+        history = attached.drain()
+        assert history[0].kind == "run_started" and history[-1].kind == "run_finished"
+    finally:
+        attached.stop()

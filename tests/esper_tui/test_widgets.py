@@ -220,6 +220,16 @@ def test_header_line_says_what_matters_and_fits():
     assert "val acc 83.0%" in metrics and "lr 0.01" in metrics and "val loss" in metrics
 
 
+def test_the_header_says_how_many_ranks_train_a_torchrun_run():
+    state = RunState()
+    started = dict(run_id="r1", config={}, task="digits", topology="cnn", slots=["block1"], device="cpu",
+                   isolation={}, versions={}, planned_epochs=5)
+    apply(state, RunStarted(**base(1, 0), **started, distributed={"world_size": 2, "backend": "gloo", "rank": 0}))
+    assert "2 ranks" in header_text(state, "LIVE")
+    apply(state, RunStarted(**base(2, 0), **started))  # one process: nothing said
+    assert "ranks" not in header_text(state, "LIVE")
+
+
 def test_header_of_an_empty_state_uses_dashes():
     line = header_text(RunState(), "STARTING")
     assert "STARTING" in line and "run —" in line and "— samples/s" in line
