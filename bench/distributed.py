@@ -11,6 +11,9 @@ throughput  the real engine, headless (`python -m engine train`, or under `torch
             the order of the configurations; the median over rounds is kept. Configurations:
             1 rank with 1 torch thread, 1 rank with N threads (the same cores, used by one process),
             N ranks with 1 thread each. Ratios are to 1 rank, 1 thread.
+floor       a bare DDP loop (forward, loss, backward, step; no engine) on the same host and batches,
+            1 process against N under torchrun: what DDP itself costs on this machine, the floor
+            the engine's own ratio is read against.
 change      one structural change under torchrun, timed on rank 0 in a worker started by this
             script: the leader's decision and its orders (one broadcast), every rank applying them,
             the checksum comparison (buffers shared, one all_gather), the DDP rebuild, and the first
@@ -52,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="structural-change repeats (six changes each)")
     p.add_argument("--only", choices=("throughput", "change"))
     p.add_argument("--worker", metavar="RUN_DIR", help=argparse.SUPPRESS)  # the change timing, under torchrun
+    p.add_argument("--floor-worker", nargs="*", metavar="SET", help=argparse.SUPPRESS)  # the bare loop
     return p.parse_args(argv)
 
 
@@ -75,7 +79,7 @@ def engine_run(nproc: int, threads: int, host: list[str], args: argparse.Namespa
 
 def throughput(args: argparse.Namespace) -> float:
     n = args.nproc
-    configs = [(f"1 rank, 1 thread", 1, 1), (f"1 rank, {n} threads", 1, n), (f"{n} ranks, 1 thread each", n, 1)]
+    configs = [("1 rank, 1 thread", 1, 1), (f"1 rank, {n} threads", 1, n), (f"{n} ranks, 1 thread each", n, 1)]
     worst = float("inf")
     for host_name, host in HOSTS.items():
         rates: dict[str, list[float]] = {name: [] for name, _, _ in configs}
@@ -90,8 +94,65 @@ def throughput(args: argparse.Namespace) -> float:
             print(f"  {name:<24} {median:>9,.0f} samples/s   ratio {median / base:.2f}")
         ranks_ratio = statistics.median(rates[configs[2][0]]) / base
         worst = min(worst, ranks_ratio)
-        print(f"  {n} ranks vs 1: {ranks_ratio:.2f}x")
+        floors = [floor_run(n, host, args) / floor_run(1, host, args) for _ in range(args.rounds)]
+        print(f"  {n} ranks vs 1: {ranks_ratio:.2f}x (a bare DDP loop on this machine, no engine: "
+              f"{statistics.median(floors):.2f}x)")
     return worst
+
+
+# ------------------------------------------------------------------------------------------ the floor
+def floor_worker(sets: list[str], args: argparse.Namespace) -> None:
+    """A bare training loop of the engine's host (DDP when under torchrun): rank 0 prints samples/s."""
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    from engine.config import RunConfig
+    from engine.seedbank import make_optimizer
+    from engine.tasks import load_task
+    from engine.trainer import build_host
+
+    torch.set_num_threads(1)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if args.device.startswith("cuda") \
+        else torch.device("cpu")
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    host_overrides = {k.split(".", 1)[1]: int(v) for k, v in (s.split("=") for s in sets)}
+    config = RunConfig(host=host_overrides)
+    task = load_task(config.task)
+    torch.manual_seed(0)
+    host = build_host(task, config).to(device)
+    model = torch.nn.parallel.DistributedDataParallel(host, init_sync=False) if world > 1 else host
+    opt = make_optimizer(host.parameters(), config.optim, config.optim.lr)  # the engine's kind and settings
+    batches = list(task.batches("train", config.batch_size, torch.Generator().manual_seed(0), device))[:20]
+    times = []
+    for _ in range(15):
+        started = time.perf_counter()
+        for x, y in batches:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - started) / len(batches))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(config.batch_size * world / statistics.median(times[3:]))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def floor_run(nproc: int, host: list[str], args: argparse.Namespace) -> float:
+    sets = [host[i + 1] for i in range(0, len(host), 2)]
+    launcher = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd = [*launcher, str(Path(__file__).resolve()), "--device", args.device, "--floor-worker", *sets]
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the bare DDP loop failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------------------ one change
@@ -182,6 +243,9 @@ def change(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.floor_worker is not None:
+        floor_worker(args.floor_worker, args)
+        return
     if args.worker:
         worker(args.worker, args)
         return
