@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a run (headless: plain progress lines)",
                            **({"prog": prog} if prog and "train" in prog else {}))
     add_train_options(train)
+    # The engine is always headless; `--headless` is accepted so that a command written for
+    # `esper-tui train --headless` (or torchrun's `-m engine train --headless`) works unchanged.
+    train.add_argument("--headless", action="store_true", help="accepted and ignored: the engine is always headless")
     exp = sub.add_parser("experiment", help="host alone vs grown vs final network from scratch vs 2x wide, over seeds",
                          **({"prog": prog} if prog and "experiment" in prog else {}))
     add_config_options(exp)

@@ -31,9 +31,9 @@ DRILL_TIMEOUT_S = 8
 
 
 def torchrun(run_dir: Path, *args: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
-    """Two ranks of the quick preset on CPU, rank 0 writing RUN_DIR."""
+    """Two ranks of the quick preset on CPU, rank 0 writing RUN_DIR (the command as the README gives it)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher,
-           "-m", "engine", "train", "--preset", "quick", "--device", "cpu", "--quiet", *args]
+           "-m", "engine", "train", "--headless", "--preset", "quick", "--device", "cpu", "--quiet", *args]
     if "--resume" not in args:
         cmd += ["--run-dir", str(run_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -91,6 +91,14 @@ def test_orders_name_what_changed():
     acts = (Decision.germinate("block1", "conv_light", "autopilot"), Rollback("nan", float("nan")))
     assert [describe_act(a) for a in acts] == ["germinate block1 (autopilot)", "rollback (nan)"]
     assert Orders().acts == () and not Orders().wait and Orders().stop is None
+
+
+def test_under_torchrun_a_run_directory_must_be_named(monkeypatch, capsys):
+    from engine import launch
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launch.main(["train", "--headless", "--preset", "quick"]) == 2
+    assert "under torchrun give --run-dir (or --resume RUN_DIR)" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------- two ranks
