@@ -193,6 +193,26 @@ def test_a_restarted_job_resumes_with_its_morphology(run_dir, reference):
     assert journey(run_dir) == journey(reference)
 
 
+def test_resume_under_torchrun_goes_on_from_the_checkpoint_on_every_rank(run_dir, reference):
+    import shutil
+
+    shutil.copytree(reference, run_dir, dirs_exist_ok=True)
+    code, err = finish(torchrun(run_dir, "--resume", str(run_dir), "--epochs", "11"))
+    assert code == 0, err[-3000:]
+    runs = kinds(run_dir, "run_started")
+    assert len(runs) == 2 and runs[1].resumed_from_epoch == 9 and runs[1].distributed["world_size"] == 2
+    assert [e.epoch for e in kinds(run_dir, "epoch_completed")] == list(range(1, 12))
+    resumed = [v for v in kinds(run_dir, "ranks_verified") if v.trigger == "resume"]
+    assert len(resumed) == 1 and resumed[0].in_sync  # every rank loaded the same state
+    # The morphology came back: every seed of epoch 9 is still there at epoch 10 (unless culled since).
+    seeds = {r.slot: (r.seed_id, r.blueprint) for r in kinds(reference, "epoch_completed")[-1].slots if r.seed_id}
+    assert seeds, "the reference grew nothing in 9 epochs"
+    culled = {e.slot for e in kinds(run_dir, "stage_changed") if e.epoch == 10 and str(e.to_stage) == "CULLED"}
+    tenth = next(e for e in kinds(run_dir, "epoch_completed") if e.epoch == 10)
+    assert {r.slot: (r.seed_id, r.blueprint) for r in tenth.slots if r.slot in seeds and r.slot not in culled} == \
+        {slot: seed for slot, seed in seeds.items() if slot not in culled}
+
+
 def test_replicas_that_drift_apart_stop_the_run_naming_the_rank(run_dir):
     drill = '{"kind": "perturb", "rank": 1, "epoch": 2}'
     code, err = finish(torchrun(run_dir, "--no-autopilot", "--epochs", "3", "--set", f"faults.rank_drill={drill}"))
