@@ -3,7 +3,7 @@
 Not a test. On the default CNN task (digits) it builds one host with a seed grafted into `block1`,
 puts the seed in TRAINING (STE), BLENDING or FOSSILIZED, and times, side by side in one run:
 
-  ours   the real `Trainer._train_epoch` (host optimizer + one per live seed, gradient statistics every
+  ours   the real `Trainer._train_epoch` (one optimizer, a param group per live seed, gradient statistics every
          `grad_stats_every` steps, one device read-back every `sync_every` steps, `step_metrics`
          events to the run log on disk, the governor judging, slots stepping their alpha ramps);
   plain  a deep copy of the very same module tree (same stage, so the same forward maths) trained by

@@ -51,7 +51,7 @@ class LifecycleConfig(BaseModel):
 
 
 class OptimConfig(BaseModel):
-    """Optimizers: one for the host, one per live seed (same kind; `seed_lr` defaults to `lr`)."""
+    """The optimizer: a param group for the host, one per live seed (`seed_lr` defaults to `lr`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

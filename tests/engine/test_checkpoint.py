@@ -132,18 +132,19 @@ class TestRoundTrip:
         t1, t2, _, _ = restored
         b1, b2 = t1.bank, t2.bank
         assert b2.fossil_order == b1.fossil_order == ["block2"]
-        assert set(b2.seed_opts) == set(b1.seed_opts) == {"block1"}
-        assert len(b2.host_opt.param_groups) == 1
-        host_state = b1.host_opt.state_dict()
-        seed_state = b1.seed_opts["block1"].state_dict()
+        assert set(b2.seed_groups) == set(b1.seed_groups) == {"block1"}
+        assert len(b2.opt.param_groups) == 2  # the host's group and the live seed's
+        host_state, seed_state = b1.state_dict()["host_opt"], b1.state_dict()["seed_opts"]["block1"]
         assert host_state["state"] and seed_state["state"]  # trained: there is real state to compare
-        assert_tree_equal(host_state, b2.host_opt.state_dict(), "host_opt")
-        assert_tree_equal(seed_state, b2.seed_opts["block1"].state_dict(), "seed_opt")
-        # The rebuilt optimizers hold the restored modules' own parameters.
+        assert_tree_equal(host_state, b2.state_dict()["host_opt"], "host_opt")
+        assert_tree_equal(seed_state, b2.state_dict()["seed_opts"]["block1"], "seed_opt")
+        assert_tree_equal(b1.opt.state_dict(), b2.opt.state_dict(), "optimizer")
+        # The rebuilt optimizer holds the restored modules' own parameters.
         fossil = {id(p) for p in t2.host.slots["block2"].seed.parameters()}
-        assert fossil <= {id(p) for p in b2.host_opt.param_groups[0]["params"]}
+        assert fossil <= {id(p) for p in b2.host_group["params"]}
         live = {id(p) for p in t2.host.slots["block1"].seed.parameters()}
-        assert {id(p) for g in b2.seed_opts["block1"].param_groups for p in g["params"]} == live
+        assert {id(p) for p in b2.seed_groups["block1"]["params"]} == live
+        assert b2.seed_groups["block1"] is b2.opt.param_groups[1]
 
     def test_controller_history_and_clock(self, restored):
         t1, t2, _, _ = restored
@@ -170,7 +171,7 @@ class TestRoundTrip:
             t3._restore(t1_copy_state)
             t3._train_epoch()
             assert_tree_equal(t2.host.state_dict(), t3.host.state_dict(), "model")
-            assert_tree_equal(t2.bank.host_opt.state_dict(), t3.bank.host_opt.state_dict(), "host_opt")
+            assert_tree_equal(t2.bank.opt.state_dict(), t3.bank.opt.state_dict(), "optimizer")
             assert t2.host.slots["block1"].alpha == t3.host.slots["block1"].alpha
         finally:
             t3.writer.close()

@@ -249,7 +249,7 @@ def test_a_fossilized_architecture_can_be_built_from_the_start(tmp_path):
     slot = trainer.host.slots["block0"]
     assert slot.stage is Stage.FOSSILIZED and slot.alpha == 1.0
     seed_params = {id(p) for p in slot.seed.parameters()}
-    assert seed_params <= {id(p) for g in trainer.bank.host_opt.param_groups for p in g["params"]}
+    assert seed_params <= {id(p) for p in trainer.bank.host_group["params"]}
     reports = [e for e in read_events(tmp_path / "events.jsonl").events if e.kind == "epoch_completed"]
     assert all(r.slots[0].stage == Stage.FOSSILIZED for r in reports)
     with pytest.raises(ValueError, match="unknown slot"):

@@ -68,11 +68,9 @@ class Rig:
             x = torch.randn(4, 1, 8, 8, generator=gen)
             y = torch.randint(0, 10, (4,), generator=gen)
             loss = F.cross_entropy(self.host(x), y)
-            for opt in self.bank.optimizers():
-                opt.zero_grad(set_to_none=True)
+            self.bank.zero_grad()
             loss.backward()
-            for opt in self.bank.optimizers():
-                opt.step()
+            self.bank.step()
             self.host.on_optimizer_step()
 
 
@@ -106,30 +104,31 @@ class TestGerminate:
         assert change.gate is not None and change.gate.gate == "G0"
         assert [e.seq for e in r.events] == [1, 2, 3]
 
-        assert set(r.bank.seed_opts) == {"block1"}
-        opt = r.bank.seed_opts["block1"]
-        assert ids(p for g in opt.param_groups for p in g["params"]) == ids(slot.seed.parameters())
+        assert set(r.bank.seed_groups) == {"block1"}
+        group = r.bank.seed_groups["block1"]
+        assert ids(group["params"]) == ids(slot.seed.parameters())
         # Behind the STE (GERMINATED, TRAINING) a seed steps at a fraction of its learning rate.
-        assert all(g["lr"] == pytest.approx(r.bank.seed_lr * 0.1) for g in opt.param_groups)
-        assert r.bank.optimizers() == [r.bank.host_opt, opt]
-        # The host optimizer does not hold the seed on trial.
-        host_ids = ids(p for g in r.bank.host_opt.param_groups for p in g["params"])
+        assert group["lr"] == pytest.approx(r.bank.seed_lr * 0.1)
+        # One optimizer: the host's group, then the seed's.
+        assert [id(g) for g in r.bank.opt.param_groups] == [id(r.bank.host_group), id(group)]
+        # The host's group does not hold the seed on trial.
+        host_ids = ids(r.bank.host_group["params"])
         assert not host_ids & ids(slot.seed.parameters())
 
     def test_seed_lr_is_used_for_seed_optimizers(self):
         r = Rig(OptimConfig(lr=1e-3, seed_lr=5e-3))
         r.bank.germinate("block2", "attention", "operator")
-        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == pytest.approx(5e-4)  # behind the STE
-        assert r.bank.host_opt.param_groups[0]["lr"] == 1e-3
+        assert r.bank.seed_groups["block2"]["lr"] == pytest.approx(5e-4)  # behind the STE
+        assert r.bank.host_group["lr"] == 1e-3
         r.bank.advance("block2", True, "operator")  # TRAINING: still behind the STE
-        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == pytest.approx(5e-4)
+        assert r.bank.seed_groups["block2"]["lr"] == pytest.approx(5e-4)
         r.bank.advance("block2", True, "operator")  # BLENDING: the seed's output counts, full step
-        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == 5e-3
+        assert r.bank.seed_groups["block2"]["lr"] == 5e-3
 
     def test_training_lr_scale_is_configurable(self):
         r = Rig(OptimConfig(lr=1e-3, training_lr_scale=1.0))
         r.bank.germinate("block2", "attention", "operator")
-        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == 1e-3
+        assert r.bank.seed_groups["block2"]["lr"] == 1e-3
 
     def test_unknown_blueprint_is_refused(self):
         r = Rig()
@@ -139,14 +138,14 @@ class TestGerminate:
         gate = r.events[0]
         assert gate.gate == "G0" and gate.passed is False and gate.slot == "block1"
         assert "blueprint_registered" in {c.name for c in gate.checks if not c.passed}
-        assert r.bank.seed_opts == {}
+        assert r.bank.seed_groups == {}
         assert r.slot("block1").stage is Stage.DORMANT
-        assert r.bank.optimizers() == [r.bank.host_opt]
+        assert len(r.bank.opt.param_groups) == 1
 
     def test_occupied_slot_is_refused(self):
         r = Rig()
         r.bank.germinate("block1", "norm", "operator")
-        first_opt = r.bank.seed_opts["block1"]
+        first_group = r.bank.seed_groups["block1"]
         seed = r.slot("block1").seed
         r.clear()
         result = r.bank.germinate("block1", "attention", "operator")
@@ -154,16 +153,16 @@ class TestGerminate:
         assert r.sink.kinds() == ["gate_evaluated"]
         assert r.events[0].passed is False
         assert "slot_dormant" in {c.name for c in r.events[0].checks if not c.passed}
-        assert r.bank.seed_opts == {"block1": first_opt}
+        assert list(r.bank.seed_groups) == ["block1"] and r.bank.seed_groups["block1"] is first_group
         assert r.slot("block1").seed is seed
         assert r.slot("block1").blueprint == "norm"
 
-    def test_two_slots_two_optimizers(self):
+    def test_two_seeds_two_groups_one_optimizer(self):
         r = Rig()
         r.bank.germinate("block1", "norm", "operator")
         r.bank.germinate("block2", "norm", "operator")
-        assert set(r.bank.seed_opts) == {"block1", "block2"}
-        assert len(r.bank.optimizers()) == 3
+        assert set(r.bank.seed_groups) == {"block1", "block2"}
+        assert len(r.bank.opt.param_groups) == 3
 
 
 # ====================================================================== advance / force
@@ -171,7 +170,7 @@ class TestAdvance:
     def test_passing_gate(self):
         r = Rig()
         r.bank.germinate("block1", "norm", "operator")
-        opt = r.bank.seed_opts["block1"]
+        group = r.bank.seed_groups["block1"]
         r.clear()
         result = r.bank.advance("block1", False, "gate")
         assert result.passed and result.gate == "G1"
@@ -181,7 +180,7 @@ class TestAdvance:
         assert (change.from_stage, change.to_stage, change.cause, change.forced) == (
             Stage.GERMINATED, Stage.TRAINING, "gate", False)
         assert r.slot("block1").stage is Stage.TRAINING
-        assert r.bank.seed_opts["block1"] is opt  # the seed keeps its optimizer (and its state)
+        assert r.bank.seed_groups["block1"] is group  # the seed keeps its param group (and its state)
 
     def test_failing_gate(self):
         r = Rig()
@@ -192,12 +191,12 @@ class TestAdvance:
         assert r.sink.kinds() == ["gate_evaluated"]
         assert r.events[0].passed is False and r.events[0].forced is False
         assert r.slot("block1").stage is Stage.TRAINING
-        assert "block1" in r.bank.seed_opts
+        assert "block1" in r.bank.seed_groups
 
     def test_force_past_failing_gate(self):
         r = Rig()
         r.to_stage("block1", Stage.TRAINING)
-        opt = r.bank.seed_opts["block1"]
+        group = r.bank.seed_groups["block1"]
         r.clear()
         result = r.bank.advance("block1", True, "operator")
         assert result.forced and not result.passed and result.applied
@@ -210,7 +209,7 @@ class TestAdvance:
         assert change.gate is not None and change.gate.passed is False  # the failing verdict is kept
         assert r.slot("block1").stage is Stage.BLENDING
         assert r.slot("block1").alpha == 0.0
-        assert r.bank.seed_opts["block1"] is opt
+        assert r.bank.seed_groups["block1"] is group
 
     def test_illegal_advance_emits_no_gate_event(self):
         r = Rig()
@@ -227,7 +226,7 @@ class TestAdvance:
         assert not result.applied
         assert stage_changes(r.events) == []
         assert r.slot("block1").stage is Stage.SHADOWING
-        assert "block1" in r.bank.seed_opts
+        assert "block1" in r.bank.seed_groups
 
 
 # ====================================================================== fossilize
@@ -249,14 +248,15 @@ class TestFossilize:
         change = r.events[1]
         assert (change.from_stage, change.to_stage, change.forced) == (Stage.PROBATIONARY, Stage.FOSSILIZED, force)
 
-        assert "block1" not in r.bank.seed_opts
+        assert "block1" not in r.bank.seed_groups
         # One group, base parameters first, then the fossil's: exactly like a model built this size.
-        groups = r.bank.host_opt.param_groups
+        groups = r.bank.opt.param_groups
         assert len(groups) == 1
         assert [id(p) for p in groups[0]["params"][n_base:]] == [id(p) for p in seed_params]
         assert groups[0]["lr"] == r.bank.lr
         assert r.bank.fossil_order == ["block1"]
-        assert r.bank.optimizers() == [r.bank.host_opt]
+        assert r.bank.seed_groups == {}
+        assert not any(p in r.bank.opt.state for p in seed_params)  # a fossil starts afresh in the host's group
         # The fossilized seed now counts as host for the gradient ratio.
         assert ids(seed_params) <= ids(r.bank.host_params())
 
@@ -286,7 +286,7 @@ class TestCull:
         r.clear()
         check = r.bank.cull("block1", "accuracy fell", "autopilot")
         assert check.allowed
-        assert r.bank.seed_opts == {}
+        assert r.bank.seed_groups == {} and len(r.bank.opt.param_groups) == 1
         assert r.culled == ["attention"]
         assert r.slot("block1").stage is Stage.CULLED
         assert r.slot("block1").seed is None
@@ -313,14 +313,14 @@ class TestCull:
         assert r.culled == []
         assert r.events == []
         fossil = ids(r.slot("block1").seed.parameters())
-        assert fossil <= ids(r.bank.host_opt.param_groups[0]["params"])
+        assert fossil <= ids(r.bank.host_group["params"])
 
     def test_cull_leaves_other_seeds_alone(self):
         r = Rig()
         r.to_stage("block1", Stage.TRAINING)
         r.to_stage("block2", Stage.TRAINING)
         r.bank.cull("block1", "bad", "operator")
-        assert set(r.bank.seed_opts) == {"block2"}
+        assert set(r.bank.seed_groups) == {"block2"}
 
     def test_end_epoch_emits_embargo_transitions(self):
         r = Rig(embargo_epochs=2)
@@ -342,7 +342,7 @@ class TestCull:
         # The slot is free again: a new seed gets a new optimizer.
         assert r.bank.germinate("block1", "norm", "operator").passed
         assert r.slot("block1").seed_id == "block1#2"
-        assert "block1" in r.bank.seed_opts
+        assert "block1" in r.bank.seed_groups
 
     def test_zero_embargo_releases_at_once(self):
         r = Rig(embargo_epochs=0)
@@ -368,20 +368,20 @@ class TestSetLr:
         r.bank.fossilize("block1", True, "operator")  # host optimizer: two groups
         r.to_stage("block2", Stage.TRAINING)  # a seed optimizer
         r.bank.set_lr(0.02)
-        groups = [g for opt in r.bank.optimizers() for g in opt.param_groups]
+        groups = r.bank.opt.param_groups
         assert len(groups) == 2  # host (with the fossil folded in) and the live seed
         assert groups[0]["lr"] == 0.02 and groups[1]["lr"] == pytest.approx(0.002)  # seed behind the STE
         assert r.bank.lr == r.bank.seed_lr == 0.02
         r.bank.advance("block2", True, "operator")
-        assert r.bank.seed_opts["block2"].param_groups[0]["lr"] == 0.02
+        assert r.bank.seed_groups["block2"]["lr"] == 0.02
 
     def test_later_optimizers_use_new_lr(self):
         r = Rig()
         r.bank.set_lr(0.05)
         r.to_stage("block1", Stage.PROBATIONARY)
-        assert r.bank.seed_opts["block1"].param_groups[0]["lr"] == 0.05
+        assert r.bank.seed_groups["block1"]["lr"] == 0.05
         r.bank.fossilize("block1", True, "operator")
-        assert [g["lr"] for g in r.bank.host_opt.param_groups] == [0.05]
+        assert [g["lr"] for g in r.bank.opt.param_groups] == [0.05]
 
 
 # ====================================================================== checkpoint state
@@ -427,16 +427,15 @@ class TestState:
 
         assert b.bank.lr == b.bank.seed_lr == 0.004
         assert b.bank.fossil_order == ["block1"]
-        assert set(b.bank.seed_opts) == {"block2"}
-        hb = b.bank.host_opt.param_groups
-        assert len(hb) == 1
+        assert set(b.bank.seed_groups) == {"block2"}
+        hb = b.bank.opt.param_groups
+        assert len(hb) == 2  # the host's group (with the fossil) and the live seed's
         n_base = len(base_parameters(b.host))
         assert [id(p) for p in hb[0]["params"][n_base:]] == [id(p) for p in b.slot("block1").seed.parameters()]
         assert ids(hb[0]["params"][:n_base]) == ids(base_parameters(b.host))
-        seed_b = b.bank.seed_opts["block2"]
-        assert ids(p for g in seed_b.param_groups for p in g["params"]) == ids(b.slot("block2").seed.parameters())
-        _assert_same_optimizer(a.bank.host_opt, b.bank.host_opt)
-        _assert_same_optimizer(a.bank.seed_opts["block2"], seed_b)
+        seed_b = b.bank.seed_groups["block2"]
+        assert seed_b is hb[1] and ids(seed_b["params"]) == ids(b.slot("block2").seed.parameters())
+        _assert_same_optimizer(a.bank.opt, b.bank.opt)
 
         # Same state → the same next steps, bit for bit.
         a.train_steps(2)

@@ -129,7 +129,7 @@ def test_resume_continues_the_same_log_with_the_same_seeds(tmp_path):
     assert seqs == sorted(set(seqs)), "seq must keep increasing across the resume"
     assert [e.epoch for e in kinds(events, "epoch_completed")] == list(range(1, 18))
     # Optimizer state came back too (Adam's step count continues rather than restarts).
-    steps = [float(s["step"]) for s in resumed.bank.host_opt.state_dict()["state"].values()]
+    steps = [float(s["step"]) for s in resumed.bank.state_dict()["host_opt"]["state"].values()]
     assert steps and max(steps) == 17 * resumed.steps_per_epoch
 
 
