@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--speed", type=float, default=2.0, help="epochs per second (default 2; 0 = all at once)")
     replay.add_argument("--strict", action="store_true",
                         help="refuse a log with any bad line (exit 2) instead of skipping it with a warning")
+    replay.add_argument("--summary", action="store_true",
+                        help="print a plain-text (markdown) report of the run instead of replaying it: how it "
+                             "ended, accuracy, each seed's journey and why, operator commands, skipped lines")
     return parser
 
 
@@ -166,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _runs(args.dir)
     if args.verb == "attach":
         return _attach(args.run_dir, args.refresh, args.theme)
+    if args.summary:
+        return _summary(args.log, args.strict)
     return _replay(args.log, args.speed, args.refresh, args.theme, args.strict)
 
 
@@ -413,6 +418,31 @@ def _replay(log: Path, speed: float, refresh: float, theme: str, strict: bool = 
             print(f"esper-tui: refusing to replay (--strict): {reason}", file=sys.stderr)
             return 2
     return _run_app(source, refresh, theme, log if log.is_dir() else log.parent)
+
+
+def _summary(log: Path, strict: bool) -> int:
+    """`replay --summary`: the report on stdout; 2 (one line on stderr) for a log that cannot be read."""
+    from engine.telemetry.runlog import LogError, read_events
+    from esper_tui.summary import summarize
+
+    try:
+        read = read_events(log, strict=strict)
+    except FileNotFoundError as exc:
+        print(f"esper-tui: cannot summarize {safe_text(str(log))}: {safe_text(str(exc))}", file=sys.stderr)
+        return 2
+    except LogError as exc:
+        print(f"esper-tui: refusing to summarize (--strict): {' '.join(safe_text(str(exc)).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"esper-tui: cannot read {safe_text(str(log))}: {safe_text(exc.strerror or str(exc))}", file=sys.stderr)
+        return 2
+    if not read.events:
+        what = f"{len(read.problems)} line{'s' if len(read.problems) != 1 else ''} and not one event" \
+            if read.problems else "no event at all (an empty log)"
+        print(f"esper-tui: {safe_text(str(log))} is not a run log: {what}", file=sys.stderr)
+        return 2
+    sys.stdout.write(summarize(read, str(log)))
+    return 0
 
 
 def _without(options: Sequence[str], name: str) -> list[str]:
