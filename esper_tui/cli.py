@@ -40,7 +40,7 @@ EXIT_USAGE = 2  # the engine's code for "cannot start as asked"
 EXIT_INTERRUPTED = 130
 START_WAIT = 60.0  # seconds to wait for the engine's first event before opening the dashboard anyway
 RUNS_DIR = Path("runs")
-VERBS = ("train", "experiment", "attach", "runs", "replay")
+VERBS = ("train", "experiment", "attach", "runs", "replay", "export")
 TRAIN_DESCRIPTION = (
     "Train a run and watch it live: the engine runs as its own process in a new run directory "
     "runs/<time>-<task> (or --run-dir / --resume), and the dashboard follows it. Quitting asks "
@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--speed", type=float, default=2.0, help="epochs per second (default 2; 0 = all at once)")
     replay.add_argument("--strict", action="store_true",
                         help="refuse a log with any bad line (exit 2) instead of skipping it with a warning")
+    export = sub.add_parser("export", help="a run log as CSV tables: per-epoch metrics, per-slot series, stage changes")
+    export.add_argument("log", type=Path, help="RUN_DIR or its events.jsonl")
+    export.add_argument("--csv", type=Path, required=True, metavar="DIR",
+                        help="write epochs.csv, slots.csv and moves.csv into DIR (created if missing)")
+    export.add_argument("--strict", action="store_true", help="refuse a log with any bad line (exit 2)")
     replay.add_argument("--summary", action="store_true",
                         help="print a plain-text (markdown) report of the run instead of replaying it: how it "
                              "ended, accuracy, each seed's journey and why, operator commands, skipped lines")
@@ -169,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _runs(args.dir)
     if args.verb == "attach":
         return _attach(args.run_dir, args.refresh, args.theme)
+    if args.verb == "export":
+        return _export(args.log, args.csv, args.strict)
     if args.summary:
         return _summary(args.log, args.strict)
     return _replay(args.log, args.speed, args.refresh, args.theme, args.strict)
@@ -420,28 +427,60 @@ def _replay(log: Path, speed: float, refresh: float, theme: str, strict: bool = 
     return _run_app(source, refresh, theme, log if log.is_dir() else log.parent)
 
 
-def _summary(log: Path, strict: bool) -> int:
-    """`replay --summary`: the report on stdout; 2 (one line on stderr) for a log that cannot be read."""
+def _read_log(log: Path, strict: bool, what: str) -> Any:
+    """The log as `read_events` reads it, or None after one line on stderr saying why not."""
     from engine.telemetry.runlog import LogError, read_events
-    from esper_tui.summary import summarize
 
     try:
         read = read_events(log, strict=strict)
     except FileNotFoundError as exc:
-        print(f"esper-tui: cannot summarize {safe_text(str(log))}: {safe_text(str(exc))}", file=sys.stderr)
-        return 2
+        print(f"esper-tui: cannot {what} {safe_text(str(log))}: {safe_text(str(exc))}", file=sys.stderr)
+        return None
     except LogError as exc:
-        print(f"esper-tui: refusing to summarize (--strict): {' '.join(safe_text(str(exc)).split())}", file=sys.stderr)
-        return 2
+        print(f"esper-tui: refusing to {what} (--strict): {' '.join(safe_text(str(exc)).split())}", file=sys.stderr)
+        return None
     except OSError as exc:
         print(f"esper-tui: cannot read {safe_text(str(log))}: {safe_text(exc.strerror or str(exc))}", file=sys.stderr)
-        return 2
+        return None
     if not read.events:
-        what = f"{len(read.problems)} line{'s' if len(read.problems) != 1 else ''} and not one event" \
+        found = f"{len(read.problems)} line{'s' if len(read.problems) != 1 else ''} and not one event" \
             if read.problems else "no event at all (an empty log)"
-        print(f"esper-tui: {safe_text(str(log))} is not a run log: {what}", file=sys.stderr)
-        return 2
+        print(f"esper-tui: {safe_text(str(log))} is not a run log: {found}", file=sys.stderr)
+        return None
+    return read
+
+
+def _summary(log: Path, strict: bool) -> int:
+    """`replay --summary`: the report on stdout; 2 (one line on stderr) for a log that cannot be read."""
+    from esper_tui.summary import summarize
+
+    read = _read_log(log, strict, "summarize")
+    if read is None:
+        return EXIT_USAGE
     sys.stdout.write(summarize(read, str(log)))
+    return 0
+
+
+def _export(log: Path, out_dir: Path, strict: bool) -> int:
+    """`export --csv DIR`: three tables; one line per file written, 2 for a log that cannot be read,
+    1 for a directory that cannot be written."""
+    from esper_tui.export import write_csv
+
+    read = _read_log(log, strict, "export")
+    if read is None:
+        return EXIT_USAGE
+    try:
+        written = write_csv(read, out_dir)
+    except OSError as exc:
+        where = safe_text(str(exc.filename or out_dir))
+        print(f"esper-tui: cannot write the export to {where}: {safe_text(exc.strerror or str(exc))}", file=sys.stderr)
+        return 1
+    for path, n in written.items():
+        print(f"wrote {safe_text(str(path))} ({n} rows)")
+    skipped = sum(p.skipped for p in read.problems)
+    if skipped:
+        print(f"esper-tui: {skipped} bad line{'s' if skipped != 1 else ''} of the log skipped "
+              f"(esper-tui replay --summary {safe_text(str(log))} lists them)", file=sys.stderr)
     return 0
 
 
