@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 
 from engine.telemetry.safe_text import safe_text
 from esper_tui.answers import CommandDesk
-from esper_tui.keys import KEYS, REPLAY_ONLY, help_rows
+from esper_tui.keys import KEYS, REPLAY_ONLY, help_rows, key_for
 from esper_tui.messages import CommandRequest, CommandRequested, CommandSent, SeekRequested
 from esper_tui.replay import ReplaySource
 from esper_tui.screens import CrashScreen, DashboardScreen, HelpScreen, QuitScreen
@@ -74,7 +74,7 @@ class EsperApp(App[None]):
         for theme in THEMES.values():
             self.register_theme(theme)
         self.theme = self._initial_theme if self._initial_theme in THEMES else "esper-dark"
-        self.push_screen(DashboardScreen())
+        self.push_screen(DashboardScreen(replaying=self.replay_source() is not None))
         self.run_worker(self._start_source, thread=True, name="source", exit_on_error=False)
         self.run_worker(self._send_commands, thread=True, name="sender", exit_on_error=False)
         self.set_interval(1.0 / self.refresh_hz, self.tick, name="refresh")
@@ -122,6 +122,9 @@ class EsperApp(App[None]):
             if not batch or time.monotonic() > deadline:
                 break
         note_problems(self.state, self.source.problems, self.source.skipped_lines)
+        replay = self.replay_source()
+        if replay is not None:  # the header counts to the log's real last epoch, not the planned one
+            self.state.log_last_epoch = replay.last_epoch if replay.loaded else None
         notices = self.desk.take(self.state)
         for notice in notices:
             self.notify(notice.message, severity=notice.severity, timeout=notice.timeout)
@@ -163,7 +166,8 @@ class EsperApp(App[None]):
         source's word (DETACHED, CRASHED) while the log has not ended the run."""
         replay = self.replay_source()
         if replay is not None:
-            return Status.replay(playing=replay.playing, speed=replay.speed, at_end=replay.at_end)
+            return Status.replay(playing=replay.playing, speed=replay.speed, at_end=replay.at_end,
+                                 ending=replay.ending)
         hint = self.source.status_hint()
         if hint and (hint == CRASHED or self.state.status not in ENDED):
             return Status(hint)  # a bare word: LiveSource's hints carry no payload
@@ -240,6 +244,11 @@ class EsperApp(App[None]):
         """`?`: the guide (with this run's gate thresholds) and the keys, from the same table as the bindings."""
         self.push_screen(HelpScreen(help_rows(), config=self.state.config))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The replay keys work (and show in the footer) only in a replay."""
+        key = key_for(action)
+        return key is None or key.offered(self.replay_source() is not None)
+
     def action_replay(self, what: str) -> None:
         """Play/pause, speed, step, jump to start/end: replays only."""
         replay = self.replay_source()
@@ -253,6 +262,8 @@ class EsperApp(App[None]):
             replay.set_speed(min(64.0, speed * 2) if what == "faster" else max(0.25, speed / 2))
         elif what == "step":
             replay.step()
+        elif what == "step_event":
+            replay.step_event()
         elif what == "start":
             self._rebuild(replay.seek_start())
         elif what == "end":
@@ -311,9 +322,11 @@ class EsperApp(App[None]):
             board = self.dashboard
         except LookupError:
             return
+        replaying = self.replay_source() is not None
         for key in KEYS:
-            if key.in_palette:
-                yield SystemCommand(key.description.capitalize(), f"key: {key.label}", self._palette_action(key.action, board))
+            if key.in_palette and key.offered(replaying):
+                yield SystemCommand(key.help_text.capitalize(), f"key: {key.label}",
+                                    self._palette_action(key.action, board))
 
     def _palette_action(self, action: str, board: DashboardScreen) -> Any:
         async def run() -> None:

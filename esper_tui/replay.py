@@ -15,6 +15,7 @@ from pathlib import Path
 from engine.telemetry.events import Event
 from engine.telemetry.runlog import LogError, LogProblem, iter_events, resolve_log_path
 from esper_tui.sources import MAX_DRAIN, ProblemLines, SendResult
+from esper_tui.status import Status
 
 
 class ReplaySource:
@@ -169,6 +170,14 @@ class ReplaySource:
         if self._steps < self._step_count():
             self._release()
 
+    def step_event(self) -> None:
+        """Pause, and release the next single event (an epoch's events one at a time)."""
+        self._playing = False
+        if self._target < len(self._events):
+            self._target += 1
+            while self._steps < self._step_count() and self._step_end(self._steps + 1) <= self._target:
+                self._steps += 1
+
     def events_until(self, epoch: int) -> list[Event]:
         """All events up to and including the first epoch_completed with epoch >= `epoch` (0: none)."""
         return self._events[: self._step_end(self._steps_for(epoch))]
@@ -190,8 +199,12 @@ class ReplaySource:
         return self._events[: self._sent]
 
     def seek_start(self) -> list[Event]:
-        """Back to before the first event (returns []; the app starts from an empty state)."""
-        return self.seek(0)
+        """Back to the start of the run: its run_started and nothing after (the slots and the config
+        drawn, no epoch yet; never a blank screen). Playing on releases epoch 1 next."""
+        self.seek(0)
+        first = self._events[: self._step_end(1)] if self._events else []
+        self._target = self._sent = next((i + 1 for i, e in enumerate(first) if e.kind == "run_started"), 0)
+        return self._events[: self._sent]
 
     def seek_end(self) -> list[Event]:
         """Jump to the end of what is loaded; returns all of it."""
@@ -220,6 +233,17 @@ class ReplaySource:
         return self._events[self._ends[-1] - 1].epoch if self._ends else 0
 
     @property
+    def ending(self) -> str | None:
+        """How the run ended, as its last event says: FINISHED, STOPPED or CRASHED; None while the
+        log is loading or when it ends without a final event (the engine was killed)."""
+        if not self._loaded.is_set() or not self._events:
+            return None
+        last = self._events[-1]
+        if last.kind == "run_finished":
+            return "FINISHED" if last.status == "completed" else "STOPPED"
+        return "CRASHED" if last.kind == "run_failed" else None
+
+    @property
     def at_end(self) -> bool:
         """Whether everything in the log has been released and drained."""
         return self._loaded.is_set() and self._sent >= len(self._events)
@@ -230,12 +254,9 @@ class ReplaySource:
         return self._events
 
     def status_hint(self) -> str | None:
-        """"REPLAY x2", "REPLAY MAX", "REPLAY PAUSED" or "REPLAY END"."""
-        if self.at_end:
-            return "REPLAY END"
-        if not self._playing:
-            return "REPLAY PAUSED"
-        return "REPLAY MAX" if self._speed == 0 else f"REPLAY x{self._speed:g}"
+        """The header's words: "REPLAY x2", "REPLAY MAX", "REPLAY PAUSED"; at the end, how the run
+        ended ("STOPPED (replay)"), or "REPLAY END" for a log without a final event."""
+        return str(Status.replay(playing=self._playing, speed=self._speed, at_end=self.at_end, ending=self.ending))
 
     @property
     def can_command(self) -> bool:

@@ -156,6 +156,7 @@ class RunState:
     ranks: int | None = None  # processes under torchrun (run_started.distributed.world_size); None: one
     isolation: Isolation | None = None
     planned_epochs: int | None = None
+    log_last_epoch: int | None = None  # a replay: the last epoch its log reaches (set by the app, once loaded)
     host_params: int | None = None  # the seedless host's parameters (run_started.host_params, when logged)
     config: dict[str, Any] = field(default_factory=dict)
     blueprints: dict[str, str] = field(default_factory=dict)  # name → description (germinate picker)

@@ -16,7 +16,7 @@ REPLAY = "REPLAY"
 @dataclass(frozen=True, slots=True)
 class Status:
     """A header status: `word` (LIVE, PAUSED, REPLAY, CRASHED …: it picks the style) and, for a
-    replay, `detail` ("x2", "MAX", "PAUSED", "END"). `str()` is the text the header shows."""
+    replay, `detail` ("x2", "MAX", "PAUSED", "END", "(replay)"). `str()` is the text the header shows."""
 
     word: str
     detail: str = ""
@@ -25,10 +25,11 @@ class Status:
         return f"{self.word} {self.detail}" if self.detail else self.word
 
     @classmethod
-    def replay(cls, *, playing: bool, speed: float, at_end: bool) -> Status:
-        """A replay's status: at the end, paused, as fast as possible (speed 0) or at "x<speed>"."""
+    def replay(cls, *, playing: bool, speed: float, at_end: bool, ending: str | None = None) -> Status:
+        """A replay's status: paused, as fast as possible (speed 0) or at "x<speed>"; at the end, how
+        the run ended (`ending`: "FINISHED (replay)", styled as that word), else "REPLAY END"."""
         if at_end:
-            return cls(REPLAY, "END")
+            return cls(ending, "(replay)") if ending else cls(REPLAY, "END")
         if not playing:
             return cls(REPLAY, "PAUSED")
         return cls(REPLAY, "MAX" if speed == 0 else f"x{speed:g}")

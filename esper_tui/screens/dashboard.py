@@ -21,7 +21,7 @@ from textual.widgets import Footer, Input
 
 from engine.lifecycle import Stage
 from esper_tui.answers import pending_line
-from esper_tui.keys import KEYS, REPLAY_ONLY, SLOT_DIGITS
+from esper_tui.keys import KEYS, REPLAY_ONLY, SLOT_DIGITS, key_for
 from esper_tui.messages import CommandRequested, SeekRequested
 from esper_tui.screens.confirm import ConfirmScreen
 from esper_tui.screens.picker import BlueprintPicker
@@ -59,10 +59,11 @@ class DashboardScreen(Screen[None]):
         Binding(str(i), f"select_index({i - 1})", f"slot {i}", show=False) for i in SLOT_DIGITS
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, replaying: bool = False) -> None:
+        """`replaying`: a replay's dashboard (its first frame already shows the replay keys)."""
         super().__init__(id="dashboard")
         self.selected: str | None = None
-        self.controls = Controls()
+        self.controls = Controls(replaying=replaying)
         self._slot_names: tuple[str, ...] = ()
         self._state: RunState | None = None
         self._status: Status | None = None
@@ -70,6 +71,7 @@ class DashboardScreen(Screen[None]):
         self._plot_pending = False
         self._pending_shown: str | None = None  # what the event log's border says is on its way
         self._plotted_for: str | None = None
+        self._keys_for: bool | None = replaying  # the `replaying` the footer's keys were last shown for
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
@@ -102,6 +104,12 @@ class DashboardScreen(Screen[None]):
         footer.compact = compact
         footer.show_command_palette = not compact
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The operator's keys work (and show in the footer) only for a live run, the replay keys
+        only in a replay (keys.Key.mode)."""
+        key = key_for(action)
+        return key is None or key.offered(self.controls.replaying)
+
     @property
     def network_shown(self) -> bool:
         """Whether the whole-network view is shown in place of the curves, the gate panel and the log."""
@@ -113,6 +121,10 @@ class DashboardScreen(Screen[None]):
         self._state, self._status = state, status
         if controls is not None:
             self.controls = controls
+        if self._keys_for is not self.controls.replaying and self.is_mounted:
+            # The footer: replay keys in a replay, the operator's in a live run (check_action).
+            self._keys_for = self.controls.replaying
+            self.refresh_bindings()
         names = tuple(state.slots)
         if names != self._slot_names:
             self._rebuild_cards(names)

@@ -47,7 +47,8 @@ def as_status(status: Status | str) -> Status:
 
 def header_parts(state: RunState, status: Status | str) -> list[Part]:
     """Everything the header can say, in reading order, each with its priority and style."""
-    epoch = f"epoch {state.epoch}" + (f"/{state.planned_epochs}" if state.planned_epochs else "")
+    total = state.log_last_epoch or state.planned_epochs  # a replay knows where its run really ended
+    epoch = f"epoch {state.epoch}" + (f"/{total}" if total else "")
     parts: list[Part] = [
         (0, "esper", "bold"),
         (1, f"run {state.run_id or DASH}", ""),

@@ -72,8 +72,9 @@ class Notes:
         return any(needle in m for m in self.texts())
 
 
-async def wait_for(pilot, predicate: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
-    """Let the app run (timers, the source's thread) until `predicate()` is true."""
+async def wait_for(pilot, predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Let the app run (timers, the source's thread) until `predicate()` is true. The timeout only
+    bounds a failure: on a loaded 2-core machine a full replay once took more than 5 s to draw."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -210,7 +211,8 @@ async def test_help_and_palette_name_keys_as_typed(steered_events):
         assert keys["help"] == "?" and keys["filter log"] == "/"
         internal = {key for key in keys.values() if "_" in key}
         assert not internal, f"the help screen names keys by Textual's internal names: {sorted(internal)}"
-        assert "+" in keys["replay: faster"].split(",") and keys["replay: step one epoch"] == "."
+        assert "+" in keys["replay: faster"].split(",") and keys["replay: step epoch"] == "."
+        assert keys["replay: step event"] == ","
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the help to close")
         palette = {str(c.title): str(c.help) for c in app.get_system_commands(app.screen)}
@@ -818,8 +820,61 @@ async def test_a_replays_status_is_a_typed_value_not_a_string_to_split():
         await wait_for(pilot, lambda: "REPLAY PAUSED" in header(app), "paused")
         assert app.status_override() == Status("REPLAY", "PAUSED")
         await pilot.press("end")
-        await wait_for(pilot, lambda: "REPLAY END" in header(app), "at the end")
+        # At the end the header says how the run ended, not "REPLAY END", and counts to its real last epoch.
+        await wait_for(pilot, lambda: "FINISHED (replay)" in header(app), "at the end")
+        assert app.status_override() == Status("FINISHED", "(replay)")
+        assert "epoch 26/26" in header(app)
         assert app.state.isolation == Isolation(detach=True, source="default")
+
+
+def footer_text(app: EsperApp) -> str:
+    return [strip.text for strip in app.screen._compositor.render_strips()][-1]
+
+
+STEERED_LOG = Path(__file__).resolve().parents[1] / "fixtures" / "steered-run.jsonl"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_a_replay_footer_offers_the_replay_keys_and_hides_the_operators(size):
+    app = EsperApp(ReplaySource(STEERED_LOG, speed=2), refresh=REFRESH)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: "play/pause" in footer_text(app) and len(board(app).query(SlotCard)) == 2,
+                       "the replay keys in the footer")
+        footer = footer_text(app)
+        for shown in ("space play/pause", "+ faster", "- slower", ". step epoch", "e seek epoch", "? help", "q quit"):
+            assert shown in footer, (shown, footer)
+        assert len(footer.rstrip()) <= size[0]
+        for hidden in ("germinate", "advance", "cull", "pause/resume"):
+            assert hidden not in footer, (hidden, footer)
+        await pilot.press("g")  # a command key does nothing in a replay: no picker, no toast
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, BlueprintPicker) and isinstance(app.screen, DashboardScreen)
+
+
+async def test_a_live_footer_hides_the_replay_keys(steered_events):
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: "germinate" in footer_text(app), "the operator's keys")
+        assert "play/pause" not in footer_text(app) and "faster" not in footer_text(app)
+
+
+async def test_home_shows_the_run_as_it_started_and_comma_steps_one_event():
+    source = ReplaySource(STEERED_LOG, speed=0)
+    app = EsperApp(source, refresh=REFRESH)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: source.at_end and "FINISHED (replay)" in header(app), "the end")
+        await pilot.press("space")  # paused: at full speed, playing on would be back at the end at once
+        await pilot.press("home")
+        await wait_for(pilot, lambda: "epoch 0/26" in header(app), "the start")
+        # Not a blank screen: the run's slots are drawn, each card as it was at the start.
+        cards = {c.slot: c for c in board(app).query(SlotCard)}
+        assert set(cards) == {"block1", "block2"} and all("DORMANT" in c.text for c in cards.values())
+        sent = source._sent
+        await pilot.press("comma")
+        await wait_for(pilot, lambda: source._sent == sent + 1, "one more event")
+        assert "REPLAY PAUSED" in header(app)
+        await pilot.press("full_stop")  # the rest of epoch 1
+        await wait_for(pilot, lambda: "epoch 1/26" in header(app), "epoch 1")
 
 
 async def test_a_wrapped_toast_is_whole_above_the_footer(steered_events):

@@ -84,7 +84,7 @@ def test_the_filter_and_every_key_are_listed():
     assert words["kinds"] == "lifecycle gates operator autopilot governor warnings checkpoints run"
     keys = keys_text(help_rows())
     for key in KEYS:
-        assert any(line.split() == [key.label, *key.description.split()] for line in keys.splitlines()), key
+        assert any(line.split() == [key.label, *key.help_text.split()] for line in keys.splitlines()), key
 
 
 @pytest.mark.asyncio

@@ -52,7 +52,7 @@ async def test_replaying_a_damaged_log_shows_the_skipped_line(run_dir):
     app = EsperApp(ReplaySource(run_dir, speed=0), refresh=30.0)
     async with app.run_test(size=(120, 40)) as pilot:
         deadline = time.monotonic() + 10
-        while "REPLAY END" not in app.dashboard.query_one(RunHeader).text:
+        while "FINISHED (replay)" not in app.dashboard.query_one(RunHeader).text:
             assert time.monotonic() < deadline, app.dashboard.query_one(RunHeader).text
             await pilot.pause(0.05)
         assert "1 line skipped" in app.dashboard.query_one(RunHeader).text

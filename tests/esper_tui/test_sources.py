@@ -407,7 +407,7 @@ def test_replay_releases_two_epochs_a_second_at_speed_two(replay_log):
     assert completed(src.drain()) == [4, 5]
     clock.t += 0.5
     assert [e.kind for e in src.drain()] == ["run_finished"]
-    assert src.at_end and src.status_hint() == "REPLAY END"
+    assert src.at_end and src.status_hint() == "FINISHED (replay)" and src.ending == "FINISHED"
     assert src.drain() == []
 
 
@@ -449,7 +449,8 @@ def test_replay_seek_rebuilds_from_the_start(replay_log):
     assert src.drain() == [] and src.epoch == 3
     clock.t += 1
     assert completed(src.drain()) == [4]
-    assert src.seek_start() == [] and src.epoch == 0
+    # Home shows the run as it started (its slots, its config), never an empty screen.
+    assert [e.kind for e in src.seek_start()] == ["run_started"] and src.epoch == 0
     clock.t += 1
     assert completed(src.drain()) == [1]
     everything = src.seek_end()
