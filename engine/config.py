@@ -150,6 +150,10 @@ class RunConfig(BaseModel):
         "before the run fails (a rank that died or hangs ends the run within this time)"
     )
     checkpoint_every: int = Field(5, ge=0, description="epochs between checkpoints; 0 = only at the end")
+    checkpoint_keep: int = Field(
+        20, ge=0, description="epoch checkpoints kept for forks (RUN_DIR/checkpoints, the newest N; hard links "
+        "to files already written); 0 = none"
+    )
     autopilot: bool = True
     min_epoch_seconds: float = Field(
         0.0, ge=0, description="pace: make every epoch last at least this long (a watchable live demo); "

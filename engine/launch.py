@@ -122,12 +122,20 @@ def train(args: argparse.Namespace) -> int:
     # Imported here so that `--help` and option errors answer without loading torch.
     from engine.checkpoint import CHECKPOINT_NAME
     from engine.distributed import Ranks
+    from engine.fork import ForkSource
     from engine.rundir import StartError
     from engine.tasks import TaskDataError
     from engine.telemetry.progress import ProgressPrinter
     from engine.trainer import Trainer
 
     resume, overwrite = bool(args.resume), args.overwrite
+    if (args.fork is None) != (args.fork_epoch is None):
+        print("error: --fork RUN_DIR and --fork-epoch N go together", file=sys.stderr)
+        return EXIT_USAGE
+    if args.fork is not None and (args.resume or Path(args.fork).resolve() == run_dir.resolve()):
+        print("error: a fork is a new run: give it its own --run-dir (the source run is only read)", file=sys.stderr)
+        return EXIT_USAGE
+    forking = args.fork is not None and not (restarted and (run_dir / CHECKPOINT_NAME).exists())
     if restarted and not resume:
         # torchrun --max-restarts started this job again after a rank failed: go on from the last
         # checkpoint of the same run (or, if it failed before its first one, start that run over).
@@ -143,8 +151,9 @@ def train(args: argparse.Namespace) -> int:
     trainer = None
     try:
         try:
-            trainer = Trainer(config, run_dir, resume=resume, overwrite=overwrite,
-                              epochs=args.epochs if resume else None, sinks=sinks, ranks=ranks)
+            fork = ForkSource.find(args.fork, args.fork_epoch) if forking else None
+            trainer = Trainer(config, run_dir, resume=resume and fork is None, overwrite=overwrite,
+                              epochs=args.epochs if resume or fork else None, sinks=sinks, ranks=ranks, fork=fork)
             refused = None
         except (StartError, TaskDataError) as exc:
             refused = exc

@@ -23,6 +23,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", help="where events.jsonl, control.sock and checkpoint.pt live (default runs/<time>-<task>)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its checkpoint (its own config; --epochs moves its end)")
+    p.add_argument("--fork", metavar="RUN_DIR",
+                   help="start a new run (in --run-dir) from RUN_DIR's state at the end of --fork-epoch: its kept "
+                        "checkpoint at or before that epoch, its config (--epochs moves the end); RUN_DIR is only read")
+    p.add_argument("--fork-epoch", type=int, metavar="N", help="with --fork: the epoch to fork at")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --run-dir (its log and checkpoint are deleted)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -41,6 +41,7 @@ from engine.credit import CreditBook
 from engine.decisions import MOVES, Decision, Outcome, apply_decision
 from engine.distributed import (Act, Orders, Ranks, RanksDiverged, Rollback, describe_act, diverged_ranks,
                                 state_checksum)
+from engine.fork import ForkSource, keep_for_forks
 from engine.gates import GateResult
 from engine.governor import LossWatch
 from engine.hosts import CNNHost, TransformerHost
@@ -101,9 +102,12 @@ class Trainer:
         sinks: tuple[EventSink, ...] = (),
         serve_commands: bool = True,
         ranks: Ranks | None = None,
+        fork: ForkSource | None = None,
     ) -> None:
         """`ranks`: this process's place under torchrun (None: a single process). Only rank 0 claims
-        the directory, writes the log and serves commands; every rank reads the checkpoint."""
+        the directory, writes the log and serves commands; every rank reads the checkpoint.
+        `fork`: start a new run in `run_dir` from another run's kept checkpoint (engine.fork); it then
+        goes on as a resume of that state would."""
         self.run_dir = Path(run_dir)
         self.ranks = ranks
         self.leads = ranks is None or ranks.is_leader  # decides, writes the log, serves the socket
@@ -112,8 +116,15 @@ class Trainer:
         log_path = self.run_dir / LOG_NAME
         if self.leads:
             self.claim = RunDir.claim(self.run_dir, "resume" if resume else "overwrite" if overwrite else "new")
+        self.forked_from: dict | None = None
         try:
-            saved = checkpoint.load_run(self.run_dir) if resume else None
+            if fork is not None:  # every rank reads the source's file; rank 0 copies it and the log
+                saved = checkpoint.load_run(fork.checkpoint)
+                source_id = fork.copy_into(self.run_dir, saved.seq) if self.leads else None
+                self.forked_from = fork.describe(source_id)
+                resume = True
+            else:
+                saved = checkpoint.load_run(self.run_dir) if resume else None
             self.config = _resumed_config(saved, epochs, self.run_dir) if saved else config
             if self.leads:
                 self.writer = RunLogWriter(log_path, append=resume)
@@ -376,6 +387,7 @@ class Trainer:
             planned_epochs=self.config.epochs,
             blueprints={n: blueprints.get(self.task.topology, n).description for n in blueprints.names(self.task.topology)},
             resumed=self._saved is not None,
+            forked_from=self.forked_from,
             host_params=base_param_count(self.host),
             resumed_from_epoch=self._saved.epoch if self._saved else None,
             resumed_after_seq=self._saved.seq if self._saved else None,
@@ -560,6 +572,7 @@ class Trainer:
         every = self.config.checkpoint_every
         if every and self.epoch % every == 0:
             self._save_checkpoint()
+            self._keep_fork_point()
         self.emitter.flush(fsync=True)
         if self._hung_up:
             self._hung_up = False
@@ -903,6 +916,17 @@ class Trainer:
         saved = self.emit(ev.CheckpointSaved, path=str(path))
         assert saved.seq == snapshot.seq, "an event slipped in between a checkpoint and its checkpoint_saved"
         self.emitter.flush(fsync=True)
+
+    def _keep_fork_point(self) -> None:
+        """Keep this epoch's checkpoint for forks (engine.fork); a failure costs a warning, not the run."""
+        if not self.leads:
+            return
+        try:
+            keep_for_forks(self.run_dir / checkpoint.CHECKPOINT_NAME, self.epoch, self.config.checkpoint_keep)
+        except OSError as exc:
+            self.emit(ev.WarningEvent, slot=None, code="fork_point_not_kept",
+                      message=f"the checkpoint of epoch {self.epoch} could not be kept for forks "
+                              f"({exc.strerror or exc}); the run goes on, its own checkpoint is intact")
 
     def _final_metrics(self) -> dict[str, float | None]:
         return {

@@ -40,7 +40,7 @@ EXIT_USAGE = 2  # the engine's code for "cannot start as asked"
 EXIT_INTERRUPTED = 130
 START_WAIT = 60.0  # seconds to wait for the engine's first event before opening the dashboard anyway
 RUNS_DIR = Path("runs")
-VERBS = ("train", "experiment", "attach", "runs", "replay", "export")
+VERBS = ("train", "experiment", "attach", "runs", "replay", "export", "fork")
 TRAIN_DESCRIPTION = (
     "Train a run and watch it live: the engine runs as its own process in a new run directory "
     "runs/<time>-<task> (or --run-dir / --resume), and the dashboard follows it. Quitting asks "
@@ -131,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--speed", type=float, default=2.0, help="epochs per second (default 2; 0 = all at once)")
     replay.add_argument("--strict", action="store_true",
                         help="refuse a log with any bad line (exit 2) instead of skipping it with a warning")
+    fork = sub.add_parser(
+        "fork", parents=[ui], add_help=True,
+        usage="esper-tui fork RUN_DIR --epoch N [--run-dir NEW] [--headless] [--epochs E] [train options]",
+        help="start a new live run from RUN_DIR's state at the end of epoch N (its nearest kept checkpoint "
+             "at or before N); RUN_DIR is only read",
+    )
+    fork.add_argument("source", type=Path, metavar="RUN_DIR")
+    fork.add_argument("--epoch", type=int, required=True, metavar="N", help="the epoch to fork at")
+    _add_live_options(fork)
     export = sub.add_parser("export", help="a run log as CSV tables: per-epoch metrics, per-slot series, stage changes")
     export.add_argument("log", type=Path, help="RUN_DIR or its events.jsonl")
     export.add_argument("--csv", type=Path, required=True, metavar="DIR",
@@ -165,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(_with_verb(words))
     if args.verb == "train":
         return _train(args, rest, command=shlex.join(["esper-tui", *words]))
+    if args.verb == "fork":
+        args.help = False
+        fork_options = ["--fork", str(args.source), "--fork-epoch", str(args.epoch), *rest]
+        return _train(args, fork_options, command=shlex.join(["esper-tui", *words]))
     if args.verb == "experiment":
         env = {**os.environ, "ESPER_PROG": "esper-tui experiment"}
         os.execve(sys.executable, engine_argv([*rest, *(["--help"] if args.help else [])], "experiment"), env)

@@ -151,6 +151,9 @@ class RunStarted(EventBase):
         description="on a resume: the last seq written before the checkpoint was captured; the events "
         "with resumed_after_seq < seq < this run_started's seq are superseded (runlog.supersessions)",
     )
+    forked_from: dict[str, Any] | None = Field(
+        None, description="a fork: the source run's run_id, run_dir and the epoch it started from"
+    )
     distributed: dict[str, Any] | None = Field(
         default=None,
         description="under torchrun: world_size, backend (gloo, nccl), the rank writing this log (0) and "

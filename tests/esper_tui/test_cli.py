@@ -193,6 +193,15 @@ def test_a_bad_process_count_is_refused_before_anything_starts(here, capsys, val
     assert list(here.iterdir()) == []
 
 
+def test_fork_starts_the_engine_on_the_source_at_the_epoch(here, engine, dashboard):
+    with pytest.raises(Exec) as headless:
+        cli.main(["fork", "runs/old", "--epoch", "12", "--headless", "--epochs", "30"])
+    assert headless.value.args[0] == [sys.executable, "-m", "engine", "train", "--fork", "runs/old",
+                                      "--fork-epoch", "12", "--epochs", "30"]
+    assert cli.main(["fork", "runs/old", "--epoch", "12"]) == 0  # live: the dashboard on a new run directory
+    assert engine_argv(only_run(here))[2:] == ["--fork", "runs/old", "--fork-epoch", "12"]
+
+
 def test_train_help_documents_pace_and_lists_the_engine_options(here, capsys):
     assert cli.main(["train", "--help"]) == 0
     out = capsys.readouterr().out
