@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.rundir import CHECKPOINT_NAME, StartError
+from engine.rundir import CHECKPOINT_NAME, FORK_DIR, StartError
 from engine.telemetry.runlog import LOG_NAME
 
-FORK_DIR = "checkpoints"
 _NAME = re.compile(r"epoch-(\d{5,})\.pt")
 
 

@@ -20,6 +20,7 @@ from engine.telemetry.runlog import LOG_NAME
 
 LOCK_NAME = "engine.lock"
 CHECKPOINT_NAME = "checkpoint.pt"
+FORK_DIR = "checkpoints"  # a run's kept epoch checkpoints (engine.fork)
 Mode = Literal["new", "resume", "overwrite"]
 
 
@@ -104,6 +105,10 @@ class RunDir:
         if mode == "overwrite":
             for f in (log, ckpt, ckpt.with_name(ckpt.name + ".tmp")):
                 f.unlink(missing_ok=True)
+            kept = p / FORK_DIR  # the replaced run's fork points must not pass for the new run's
+            if kept.is_dir() and not kept.is_symlink():
+                for f in kept.glob("epoch-*.pt"):
+                    f.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Give the lock back (closing its file). Idempotent; the kernel does it too at exit."""

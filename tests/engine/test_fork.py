@@ -72,6 +72,10 @@ def test_a_run_keeps_only_the_newest_fork_points(tmp_path):
     assert [p.name for p in fork_points(src).values()] == ["epoch-00004.pt", "epoch-00005.pt", "epoch-00006.pt"]
     none = run(tmp_path / "keep0", epochs=2, checkpoint_keep=0)
     assert not (none / FORK_DIR).exists()
+    # --overwrite replaces a run: its fork points go with it, never to be taken for the new run's.
+    cfg = quick_config(epochs=2, checkpoint_every=1, device="cpu")
+    assert Trainer(cfg, src, overwrite=True, serve_commands=False).run() == 0
+    assert list(fork_points(src)) == [1, 2]
 
 
 def test_fork_errors_are_one_line_and_exit_2(source, tmp_path, capsys):
