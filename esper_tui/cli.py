@@ -40,7 +40,7 @@ EXIT_USAGE = 2  # the engine's code for "cannot start as asked"
 EXIT_INTERRUPTED = 130
 START_WAIT = 60.0  # seconds to wait for the engine's first event before opening the dashboard anyway
 RUNS_DIR = Path("runs")
-VERBS = ("train", "experiment", "attach", "runs", "replay", "export", "fork")
+VERBS = ("train", "experiment", "attach", "runs", "replay", "export", "fork", "compare")
 TRAIN_DESCRIPTION = (
     "Train a run and watch it live: the engine runs as its own process in a new run directory "
     "runs/<time>-<task> (or --run-dir / --resume), and the dashboard follows it. Quitting asks "
@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("source", type=Path, metavar="RUN_DIR")
     fork.add_argument("--epoch", type=int, required=True, metavar="N", help="the epoch to fork at")
     _add_live_options(fork)
+    compare = sub.add_parser("compare", parents=[ui],
+                             help="two runs side by side: val accuracy and loss overlaid, lifecycle moves by epoch "
+                                  "(a fork against its source, typically)")
+    compare.add_argument("run_a", type=Path, metavar="RUN_A")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B")
+    compare.add_argument("--text", action="store_true", help="print the comparison as text instead of a screen")
     export = sub.add_parser("export", help="a run log as CSV tables: per-epoch metrics, per-slot series, stage changes")
     export.add_argument("log", type=Path, help="RUN_DIR or its events.jsonl")
     export.add_argument("--csv", type=Path, required=True, metavar="DIR",
@@ -187,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _runs(args.dir)
     if args.verb == "attach":
         return _attach(args.run_dir, args.refresh, args.theme)
+    if args.verb == "compare":
+        return _compare(args.run_a, args.run_b, args.text, args.theme)
     if args.verb == "export":
         return _export(args.log, args.csv, args.strict)
     if args.summary:
@@ -471,6 +479,27 @@ def _summary(log: Path, strict: bool) -> int:
     if read is None:
         return EXIT_USAGE
     sys.stdout.write(summarize(read, str(log)))
+    return 0
+
+
+def _compare(run_a: Path, run_b: Path, text: bool, theme: str) -> int:
+    """`compare`: the screen on a terminal, else (or with --text) the plain comparison on stdout."""
+    from esper_tui.compare import Comparison, as_text, run_name
+
+    reads = [_read_log(path, False, "compare") for path in (run_a, run_b)]
+    if any(read is None for read in reads):
+        return EXIT_USAGE
+    names = (run_name(run_a), run_name(run_b))
+    if names[0] == names[1]:
+        names = (f"A:{names[0]}", f"B:{names[1]}")
+    comparison = Comparison.of(reads[0], reads[1], names)
+    if text or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        sys.stdout.write(as_text(comparison))
+        return 0
+    from esper_tui.screens.compare import CompareScreen
+    from esper_tui.screens.standalone import StandaloneApp
+
+    StandaloneApp(CompareScreen(comparison), theme=theme).run()
     return 0
 
 
