@@ -61,6 +61,7 @@ class EsperApp(App[None]):
         self._stop_request: CommandRequest | None = None  # the quit dialog's "stop": exit once it is sent
         self._crash_shown = False
         self.exit_code = 0
+        self.fork_epoch: int | None = None  # a replay's `F`: the epoch to fork a live run at, once it exits
         self._drawn_at = float("-inf")
         self._cpu_mark, self._wall_mark = time.process_time(), time.monotonic()
 
@@ -269,6 +270,15 @@ class EsperApp(App[None]):
         elif what == "end":
             self._rebuild(replay.seek_end())
         self.tick()
+
+    def action_fork(self) -> None:
+        """`F` (replay): leave the replay and start a live run forked from the epoch on screen."""
+        epoch = self.state.epoch
+        if epoch < 1:
+            self.notify("play the replay to an epoch first: a fork starts from a completed epoch", severity="warning")
+            return
+        self.fork_epoch = epoch
+        self.exit(return_code=0, message=f"forking a live run at epoch {epoch} (its nearest kept checkpoint)")
 
     @on(SeekRequested)
     def _seek_requested(self, message: SeekRequested) -> None:

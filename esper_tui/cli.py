@@ -369,6 +369,10 @@ def _run_app(source, refresh: float, theme: str, run_dir: Path | None) -> int:
     where = os.path.abspath(run_dir) if run_dir else None
     app = EsperApp(source, refresh=refresh, theme=theme, run_dir=where)
     app.run()
+    if app.fork_epoch is not None and run_dir is not None:  # `F` in a replay: a live fork from there
+        options = ["--fork", str(run_dir), "--fork-epoch", str(app.fork_epoch)]
+        return _live(options, ["--set", f"min_epoch_seconds={LIVE_PACE}"], refresh=refresh, theme=theme,
+                     command=shlex.join(["esper-tui", "fork", str(run_dir), "--epoch", str(app.fork_epoch)]))
     return app.return_code or 0
 
 

@@ -78,6 +78,7 @@ KEYS: tuple[Key, ...] = (
     Key("home", "app.replay('start')", "jump to start", mode="replay"),
     Key("end", "app.replay('end')", "jump to end", mode="replay"),
     Key("e", "seek", "seek epoch", footer=True, mode="replay"),
+    Key("F", "app.fork", "fork a live run here", mode="replay"),
     Key("question_mark", "app.help", "help", footer=True),
     Key("q", "app.request_quit", "quit", footer=True),
 )

@@ -877,6 +877,33 @@ async def test_home_shows_the_run_as_it_started_and_comma_steps_one_event():
         await wait_for(pilot, lambda: "epoch 1/26" in header(app), "epoch 1")
 
 
+async def test_capital_f_in_a_replay_leaves_it_to_fork_a_live_run_at_the_epoch_on_screen():
+    source = ReplaySource(STEERED_LOG, speed=0)
+    app = EsperApp(source, refresh=REFRESH)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: source.at_end and "epoch 26/26" in header(app), "the end")
+        await pilot.press("space", "home")
+        await wait_for(pilot, lambda: "epoch 0/26" in header(app), "the start")
+        await pilot.press("F")  # epoch 0: nothing to fork from yet
+        await pilot.pause(0.1)
+        assert app.is_running and app.fork_epoch is None
+        await pilot.press("e")
+        await pilot.press(*"12", "enter")
+        await wait_for(pilot, lambda: "epoch 12/26" in header(app), "epoch 12")
+        await pilot.press("F")
+        await pilot.pause(0.1)
+    assert app.fork_epoch == 12
+
+
+async def test_capital_f_does_nothing_live(steered_events):
+    app = EsperApp(StaticSource(steered_events), refresh=REFRESH)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await drawn(pilot, app, "block1", "block2")
+        await pilot.press("F")
+        await pilot.pause(0.1)
+        assert app.is_running and app.fork_epoch is None
+
+
 async def test_a_wrapped_toast_is_whole_above_the_footer(steered_events):
     """Textual sized the toast rack by text wrapped one column wider than drawn (its scrollbar gutter):
     a toast that wraps once more than estimated lost its last line under the footer."""

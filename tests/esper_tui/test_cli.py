@@ -202,6 +202,25 @@ def test_fork_starts_the_engine_on_the_source_at_the_epoch(here, engine, dashboa
     assert engine_argv(only_run(here))[2:] == ["--fork", "runs/old", "--fork-epoch", "12"]
 
 
+def test_forking_from_a_replay_starts_the_live_fork(here, monkeypatch):
+    import esper_tui.app
+
+    class ForkingApp:  # the replay, left with F at epoch 7
+        def __init__(self, *args, **kwargs):
+            self.fork_epoch, self.return_code = None, 0
+
+        def run(self):
+            self.fork_epoch = 7
+
+    monkeypatch.setattr(esper_tui.app, "EsperApp", ForkingApp)
+    live = Recorder(0)
+    monkeypatch.setattr(cli, "_live", lambda *args, **kwargs: live(args, kwargs))
+    assert cli._run_app(object(), 4.0, "esper-dark", Path("runs/old")) == 0
+    ((args, kwargs),) = live.calls
+    assert args[0] == ["--fork", "runs/old", "--fork-epoch", "7"]
+    assert kwargs["command"] == "esper-tui fork runs/old --epoch 7"
+
+
 def test_train_help_documents_pace_and_lists_the_engine_options(here, capsys):
     assert cli.main(["train", "--help"]) == 0
     out = capsys.readouterr().out
