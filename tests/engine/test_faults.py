@@ -267,7 +267,10 @@ def test_a_checkpoint_that_does_not_fit_stops_the_run_and_keeps_the_previous_one
     events = log_of(tmp_path)
     assert events[-1].kind == "run_failed" and events[-1].error_type == "StorageError"
     assert checkpoint.load_run(tmp_path).epoch == 2
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint.pt"]
+    # No half-written file left behind (the kept fork points live in checkpoints/, untouched).
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint") and p.is_file()) == \
+        ["checkpoint.pt"]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["epoch-00002.pt"]
 
 
 # ====================================================================== item 5: signals
