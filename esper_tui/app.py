@@ -28,6 +28,7 @@ from esper_tui.messages import CommandRequest, CommandRequested, CommandSent, Se
 from esper_tui.replay import ReplaySource
 from esper_tui.screens import CrashScreen, DashboardScreen, HelpScreen, QuitScreen
 from esper_tui.sources import RunSource
+from esper_tui.timeline import marks_of
 from esper_tui.state import CRASHED, FINISHED, STOPPED, RunState, apply, note_problems
 from esper_tui.status import Controls, Status
 from themes import STYLESHEETS, THEMES, VARIABLE_DEFAULTS, next_theme
@@ -61,6 +62,7 @@ class EsperApp(App[None]):
         self._stop_request: CommandRequest | None = None  # the quit dialog's "stop": exit once it is sent
         self._crash_shown = False
         self.exit_code = 0
+        self._marks: tuple | None = None  # a replay's timeline marks, computed once it is loaded
         self.fork_epoch: int | None = None  # a replay's `F`: the epoch to fork a live run at, once it exits
         self._drawn_at = float("-inf")
         self._cpu_mark, self._wall_mark = time.process_time(), time.monotonic()
@@ -126,6 +128,9 @@ class EsperApp(App[None]):
         replay = self.replay_source()
         if replay is not None:  # the header counts to the log's real last epoch, not the planned one
             self.state.log_last_epoch = replay.last_epoch if replay.loaded else None
+            if replay.loaded and self._marks is None:
+                self._marks = marks_of(replay.events)  # once: the whole log's lifecycle marks
+            self.state.timeline = self._marks or ()
         notices = self.desk.take(self.state)
         for notice in notices:
             self.notify(notice.message, severity=notice.severity, timeout=notice.timeout)

@@ -17,6 +17,7 @@ from engine.lifecycle import ENTRY_ALPHA, LIVE_STAGES, Stage
 from engine.telemetry.describe import category_of
 from engine.telemetry.describe import describe as describe_event
 from engine.telemetry.events import Event, SlotReport
+from esper_tui.timeline import Mark
 
 HISTORY = 2000  # epochs of loss/accuracy kept for the curves
 SLOT_HISTORY = 400  # per-slot alpha and gradient-ratio points kept for sparklines and curves
@@ -157,6 +158,7 @@ class RunState:
     isolation: Isolation | None = None
     planned_epochs: int | None = None
     log_last_epoch: int | None = None  # a replay: the last epoch its log reaches (set by the app, once loaded)
+    timeline: tuple[Mark, ...] = ()  # a replay: the whole log's lifecycle marks (set by the app, once loaded)
     host_params: int | None = None  # the seedless host's parameters (run_started.host_params, when logged)
     config: dict[str, Any] = field(default_factory=dict)
     blueprints: dict[str, str] = field(default_factory=dict)  # name → description (germinate picker)

@@ -27,7 +27,7 @@ from esper_tui.screens.confirm import ConfirmScreen
 from esper_tui.screens.picker import BlueprintPicker
 from esper_tui.state import PAUSED, RunState
 from esper_tui.status import Controls, Status
-from esper_tui.widgets import AlphaPlot, EventLog, GatePanel, MetricsPlot, NetworkView, RunHeader, SlotCard
+from esper_tui.widgets import AlphaPlot, EventLog, GatePanel, MetricsPlot, NetworkView, RunHeader, SlotCard, Timeline
 
 PLOT_INTERVAL = 1.0  # seconds between plot redraws
 _ID_SAFE = re.compile(r"[A-Za-z0-9_-]+")
@@ -75,6 +75,7 @@ class DashboardScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
+        yield Timeline(id="timeline")
         yield Horizontal(id="cards")
         with Horizontal(id="plots"):
             yield AlphaPlot(id="alpha-plot")
@@ -89,6 +90,7 @@ class DashboardScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
+        self.query_one(Timeline).display = self.controls.replaying
         self.query_one("#network-pane").border_title = "network"
         self._apply_layout(self.size.width, self.size.height)
 
@@ -131,6 +133,9 @@ class DashboardScreen(Screen[None]):
         if self.selected not in state.slots and names:
             self.selected = names[0]
         self.query_one(RunHeader).show(state, status_override=status)
+        if self.controls.replaying:
+            last = state.log_last_epoch or max(state.epoch, 1)
+            self.query_one(Timeline).show(state.timeline, last, state.epoch)
         for card in self.query(SlotCard):
             card.show(state, self.selected)
         self.query_one(GatePanel).show(state, self.selected)

@@ -11,5 +11,7 @@ from esper_tui.widgets.metrics_plot import MetricsPlot
 from esper_tui.widgets.network import NetworkView
 from esper_tui.widgets.ratio_sparkline import RatioLine
 from esper_tui.widgets.slot_card import SlotCard
+from esper_tui.widgets.timeline import Timeline
 
-__all__ = ["AlphaPlot", "EventLog", "GatePanel", "MetricsPlot", "NetworkView", "RatioLine", "RunHeader", "SlotCard"]
+__all__ = ["AlphaPlot", "EventLog", "GatePanel", "MetricsPlot", "NetworkView", "RatioLine", "RunHeader", "SlotCard",
+           "Timeline"]
