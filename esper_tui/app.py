@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 
 from engine.telemetry.safe_text import safe_text
 from esper_tui.answers import CommandDesk
-from esper_tui.keys import KEYS, REPLAY_ONLY, help_rows, key_for
+from esper_tui.keys import KEYS, help_rows, key_for
 from esper_tui.messages import CommandRequest, CommandRequested, CommandSent, SeekRequested
 from esper_tui.replay import ReplaySource
 from esper_tui.screens import CrashScreen, DashboardScreen, HelpScreen, QuitScreen
@@ -258,8 +258,7 @@ class EsperApp(App[None]):
     def action_replay(self, what: str) -> None:
         """Play/pause, speed, step, jump to start/end: replays only."""
         replay = self.replay_source()
-        if replay is None:
-            self.notify(REPLAY_ONLY, severity="warning")
+        if replay is None:  # check_action keeps the replay keys off a live run
             return
         if what == "toggle":
             replay.toggle()

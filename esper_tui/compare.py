@@ -15,6 +15,7 @@ from typing import Any
 from engine.telemetry.describe import pct
 from engine.telemetry.runlog import LogRead
 from engine.telemetry.safe_text import safe_text
+from esper_tui.summary import cell
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +113,6 @@ def as_text(c: Comparison) -> str:
         cols = ["; ".join(m.words() for m in side.moves if m.epoch == epoch) or "—" for side in (c.a, c.b)]
         lines.append(f"| {epoch} | {cell(cols[0])} | {cell(cols[1])} |")
     return "\n".join(lines) + "\n"
-
-
-def cell(text: str) -> str:
-    return safe_text(text).replace("|", "\\|")
 
 
 def run_name(path: Path) -> str:

@@ -83,8 +83,6 @@ KEYS: tuple[Key, ...] = (
     Key("q", "app.request_quit", "quit", footer=True),
 )
 
-REPLAY_ONLY = "replay controls work when replaying a saved log (esper-tui replay RUN_DIR)"
-
 # The digit keys select a slot by number; one row in the help for nine bindings.
 SLOT_DIGITS = range(1, 10)
 SLOT_DIGITS_ROW = ("1-9", "select slot N")
@@ -109,4 +107,4 @@ def key_for(action: str) -> Key | None:
 
 _BY_ACTION: dict[str, Key] = {k.action.split("(", 1)[0].removeprefix("app."): k for k in KEYS}
 
-__all__ = ["KEYS", "REPLAY_ONLY", "key_for", "SLOT_DIGITS", "SLOT_DIGITS_ROW", "Key", "help_rows", "key_label"]
+__all__ = ["KEYS", "key_for", "SLOT_DIGITS", "SLOT_DIGITS_ROW", "Key", "help_rows", "key_label"]

@@ -21,7 +21,7 @@ from textual.widgets import Footer, Input
 
 from engine.lifecycle import Stage
 from esper_tui.answers import pending_line
-from esper_tui.keys import KEYS, REPLAY_ONLY, SLOT_DIGITS, key_for
+from esper_tui.keys import KEYS, SLOT_DIGITS, key_for
 from esper_tui.messages import CommandRequested, SeekRequested
 from esper_tui.screens.confirm import ConfirmScreen
 from esper_tui.screens.picker import BlueprintPicker
@@ -289,10 +289,7 @@ class DashboardScreen(Screen[None]):
         self._ask("filter", "filter the event log (Enter to apply, Escape to clear)")
 
     def action_seek(self) -> None:
-        """`e`: ask for an epoch to seek a replay to."""
-        if not self.controls.replaying:
-            self.notify(REPLAY_ONLY, severity="warning")
-            return
+        """`e`: ask for an epoch to seek a replay to (a replay key: check_action keeps it off a live run)."""
         self._ask("seek", "seek to epoch (Enter)")
 
     def _ask(self, purpose: str, placeholder: str) -> None:
